@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The main job on the embedded default (SQLite + a local folder, no servers):
+# set up .venv, simulate a small nw-italy-v1 dataset, train, export ONNX and evaluate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HEIMDALL_DATA_DIR="${HEIMDALL_DATA_DIR:-heimdall-data}"
+SESSIONS="${QUICKSTART_SESSIONS:-600}"
+.venv/bin/heimdall simulate --scenario nw-italy-v1 --sessions "$SESSIONS" --seed 7

@@ -1,0 +1,1 @@
+"""From stored sessions to training tensors: receiver network, splits, feature cache, datasets."""

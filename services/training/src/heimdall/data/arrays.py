@@ -1,0 +1,182 @@
+"""Stored sessions → dense per-receiver arrays (features, mask, truth), with skips counted.
+
+Loading is done once per run: IQ comes from the feature cache when possible, otherwise from the
+object store (validated against its row) and is then cached. Sessions heard by fewer than
+`min_receivers` receivers are skipped and counted, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from heimdall.data.feature_cache import CachedFeatures, FeatureCache
+from heimdall.data.network import ReceiverNetwork
+from heimdall.data.splits import assign_splits
+from heimdall.features import SCALAR_NAMES, FeatureConfig, extract_features_batch
+from heimdall.storage.database import Database
+from heimdall.storage.iq import load_iq
+from heimdall.storage.objectstore import ObjectStore
+from heimdall.storage.queries import StoredSession, dataset_labels, list_sessions
+
+log = logging.getLogger("heimdall.data")
+
+N_SCALARS = len(SCALAR_NAMES)
+HEARD = SCALAR_NAMES.index("heard")
+
+
+class DatasetError(ValueError):
+    """The selected data cannot be used for training (empty, inconsistent, non-finite)."""
+
+
+@dataclass
+class SessionArrays:
+    """Everything a model sees of N sessions over the R receivers of `network`."""
+
+    session_ids: list[uuid.UUID]
+    splits: np.ndarray  # (N,) "train" | "val" | "test"
+    spectrogram: np.ndarray  # (N, R, C, F) float32 log-mel dB; (N, R, 0, 0) for power-only data
+    scalars: np.ndarray  # (N, R, 4) float32: power_dbm, noise_floor_dbm, snr_db, heard (NaN = unknown)
+    mask: np.ndarray  # (N, R) bool: the receiver has a usable measurement
+    target_enu_m: np.ndarray  # (N, 2) float64, metres in network.frame
+    target_sigma_m: np.ndarray  # (N,) truth uncertainty (error_margin_meters)
+    truth_latlon: np.ndarray  # (N, 2) float64
+    network: ReceiverNetwork
+    datasets: tuple[str, ...]
+    feature_hash: str
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def has_spectrogram(self) -> bool:
+        return self.spectrogram.shape[2] > 0
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.splits == split)
+
+    def counts(self) -> dict[str, int]:
+        return {s: int((self.splits == s).sum()) for s in ("train", "val", "test")}
+
+
+def _features_for(
+    session: StoredSession, store: ObjectStore, cache: FeatureCache, config: FeatureConfig
+) -> CachedFeatures | None:
+    """Features of a session's IQ rows, from the cache or computed (and cached); None if no IQ."""
+    rows = [m for m in session.measurements if m.iq_bucket_key is not None]
+    if not rows:
+        return None
+    ids = [m.station_id for m in rows]
+    cached = cache.load(session.id, ids)
+    if cached is not None:
+        return cached
+    counts = {m.iq_samples_count for m in rows}
+    if len(counts) != 1:
+        raise DatasetError(f"session {session.id}: receivers recorded different lengths {sorted(counts)}")
+    iq = np.stack(
+        [
+            load_iq(store, *m.iq_bucket_key, m.iq_samples_count, context=f"session {session.id}, station {m.station_id}")  # type: ignore[misc]
+            for m in rows
+        ]
+    )
+    log_mel, _, scalars = extract_features_batch(iq, config)
+    feats = CachedFeatures(np.asarray(ids, np.int64), log_mel.astype(np.float32), scalars.astype(np.float32))
+    cache.save(session.id, feats)
+    return feats
+
+
+def load_session_arrays(
+    db: Database,
+    store: ObjectStore,
+    datasets: Sequence[str],
+    feature_config: FeatureConfig,
+    cache_root: Path,
+    max_sessions: int | None = None,
+    min_receivers: int = 3,
+    network: ReceiverNetwork | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SessionArrays:
+    """Load approved sessions of `datasets` into arrays; `network` fixes the receiver order if given."""
+    sessions = list_sessions(db, datasets, "approved", limit=max_sessions)
+    if not sessions:
+        available = dataset_labels(db)
+        raise DatasetError(
+            f"no approved sessions for dataset(s) {list(datasets)} in {db.safe_url}; "
+            f"approved sessions per label: {available or 'none'}"
+        )
+    network = network or ReceiverNetwork.from_sessions(sessions)
+    index = network.index()
+    cache = FeatureCache(cache_root, feature_config)
+    skipped: Counter[str] = Counter()
+    keep: list[tuple[StoredSession, CachedFeatures | None]] = []
+    for i, s in enumerate(sessions):
+        if progress is not None:
+            progress(i, len(sessions))
+        if s.source is None:
+            skipped["no_known_source"] += 1
+            continue
+        unknown = sorted({m.station_id for m in s.measurements} - set(index))
+        if unknown:
+            raise DatasetError(f"session {s.id}: station id(s) {unknown} are not receivers of this model")
+        keep.append((s, _features_for(s, store, cache, feature_config)))
+    has_spec = any(f is not None for _, f in keep)
+    n_bands, n_frames = 0, 0
+    if has_spec:
+        first = next(f for _, f in keep if f is not None)
+        n_bands, n_frames = first.log_mel.shape[1:]
+    n, r = len(keep), network.size
+    spec = np.zeros((n, r, n_bands, n_frames), np.float32)
+    scal = np.full((n, r, N_SCALARS), np.nan, np.float32)
+    mask = np.zeros((n, r), bool)
+    target_latlon = np.zeros((n, 2))
+    sigma = np.zeros(n)
+    for i, (s, feats) in enumerate(keep):
+        for m in s.measurements:
+            k = index[m.station_id]
+            row = feats.row(m.station_id) if feats is not None else None
+            if row is not None:
+                if row[0].shape != (n_bands, n_frames):
+                    raise DatasetError(f"session {s.id}: station {m.station_id} has features {row[0].shape}")
+                spec[i, k], scal[i, k] = row
+            elif m.signal_strength_db is not None:  # power-only row: what the row says
+                scal[i, k] = (m.signal_strength_db, np.nan, m.snr_db if m.snr_db is not None else np.nan, 1.0)
+            else:
+                continue
+            mask[i, k] = True
+            bad = ~np.isfinite(spec[i, k]).all() or not np.isfinite(scal[i, k, 0])
+            if bad:
+                raise DatasetError(f"non-finite features for session {s.id}, station {m.station_id}")
+        target_latlon[i] = (s.source.latitude, s.source.longitude)  # type: ignore[union-attr]
+        sigma[i] = s.source.error_margin_meters or 0.0  # type: ignore[union-attr]
+    heard = mask & (np.nan_to_num(scal[..., HEARD]) > 0.5)
+    usable = heard.sum(axis=1) >= min_receivers
+    if (~usable).any():
+        skipped[f"fewer_than_{min_receivers}_usable_receivers"] += int((~usable).sum())
+    sel = np.flatnonzero(usable)
+    if sel.size == 0:
+        raise DatasetError(
+            f"none of the {len(sessions)} approved sessions of {list(datasets)} has ≥ {min_receivers} usable "
+            f"receivers (skipped: {dict(skipped)})"
+        )
+    ids = [keep[i][0].id for i in sel]
+    enu = network.frame.to_enu(target_latlon[sel, 0], target_latlon[sel, 1])
+    if skipped:
+        log.warning("skipped sessions: %s", dict(skipped))
+    return SessionArrays(
+        session_ids=ids,
+        splits=assign_splits(ids),
+        spectrogram=spec[sel],
+        scalars=scal[sel],
+        mask=mask[sel],
+        target_enu_m=enu,
+        target_sigma_m=sigma[sel],
+        truth_latlon=target_latlon[sel],
+        network=network,
+        datasets=tuple(datasets),
+        feature_hash=feature_config.config_hash(),
+        skipped=dict(skipped),
+    )

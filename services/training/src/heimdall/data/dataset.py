@@ -1,0 +1,97 @@
+"""`HeimdallDataset` and the Lightning data module over a set of loaded sessions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from heimdall.data.arrays import SessionArrays, load_session_arrays
+from heimdall.data.normalization import NormStats
+from heimdall.features import FeatureConfig
+from heimdall.storage.database import Database
+from heimdall.storage.objectstore import ObjectStore
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+class HeimdallDataset(Dataset[Batch]):
+    """Sessions of one split as tensors: (spectrogram, scalars, mask, target_enu_m, target_sigma_m).
+
+    Features are standardised once at construction with training-split statistics, so items are
+    plain tensor slices and every epoch after loading touches no IQ at all.
+    """
+
+    def __init__(self, arrays: SessionArrays, split: str, stats: NormStats) -> None:
+        idx = arrays.indices(split)
+        spec, scal = stats.apply(arrays.spectrogram[idx], arrays.scalars[idx], arrays.mask[idx])
+        self.split = split
+        self.session_ids = [arrays.session_ids[i] for i in idx]
+        self.spectrogram = torch.from_numpy(spec)
+        self.scalars = torch.from_numpy(scal)
+        self.mask = torch.from_numpy(arrays.mask[idx])
+        self.target = torch.from_numpy(arrays.target_enu_m[idx].astype(np.float32))
+        self.sigma = torch.from_numpy(arrays.target_sigma_m[idx].astype(np.float32))
+
+    @classmethod
+    def from_database(
+        cls,
+        db: Database,
+        store: ObjectStore,
+        datasets: list[str],
+        split: str,
+        feature_config: FeatureConfig | None = None,
+        cache_root: Path = Path("heimdall-data/feature-cache"),
+        stats: NormStats | None = None,
+    ) -> HeimdallDataset:
+        """The approved sessions of `datasets` (SQL query) in `split`; stats default to the train split's."""
+        arrays = load_session_arrays(db, store, datasets, feature_config or FeatureConfig(), cache_root)
+        if stats is None:
+            train = arrays.indices("train")
+            stats = NormStats.fit(arrays.spectrogram[train], arrays.scalars[train], arrays.mask[train])
+        return cls(arrays, split, stats)
+
+    def __len__(self) -> int:
+        return len(self.session_ids)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.spectrogram[i], self.scalars[i], self.mask[i], self.target[i], self.sigma[i]
+
+
+class HeimdallDataModule(pl.LightningDataModule):
+    """Train/val/test loaders with the training split's normalisation statistics."""
+
+    def __init__(self, arrays: SessionArrays, batch_size: int, seed: int, num_workers: int = 0) -> None:
+        super().__init__()
+        self.arrays = arrays
+        self.batch_size = batch_size
+        self.seed = seed
+        self.num_workers = num_workers
+        train = arrays.indices("train")
+        if train.size == 0:
+            raise ValueError("the training split is empty")
+        self.stats = NormStats.fit(arrays.spectrogram[train], arrays.scalars[train], arrays.mask[train])
+        self.datasets = {s: HeimdallDataset(arrays, s, self.stats) for s in ("train", "val", "test")}
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader[Any]:
+        gen = torch.Generator().manual_seed(self.seed)
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=gen if shuffle else None,
+            num_workers=self.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[Any]:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader[Any]:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,1 @@
+"""Evaluation: error metrics, calibration, classical baselines and plots."""

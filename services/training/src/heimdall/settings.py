@@ -1,0 +1,74 @@
+"""Typed settings from the environment, with embedded defaults that need no servers.
+
+Everything a deployment changes (database, object store, MLflow) comes from environment
+variables so the same commands run on a laptop (SQLite + a local folder) and in production
+(PostgreSQL + MinIO); credentials stay in the environment and are redacted wherever shown.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATA_DIR = Path("heimdall-data")
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; field names map to `HEIMDALL_*` variables unless an alias says otherwise."""
+
+    model_config = SettingsConfigDict(env_prefix="HEIMDALL_", extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(default=DEFAULT_DATA_DIR)
+    database_url: str = Field(default="")
+    object_store: str = Field(default="")
+    raw_iq_bucket: str = Field(default="heimdall-raw-iq")
+    models_bucket: str = Field(default="heimdall-models")
+    mlflow_tracking_uri: str = Field(default="", validation_alias="MLFLOW_TRACKING_URI")
+    s3_endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL")
+    connect_timeout_s: float = Field(default=3.0, gt=0)
+
+    @field_validator("raw_iq_bucket", "models_bucket")
+    @classmethod
+    def _bucket_name(cls, v: str) -> str:
+        if not v or "/" in v or ".." in v:
+            raise ValueError(f"invalid bucket name {v!r}")
+        return v
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'heimdall.db').as_posix()}"
+
+    @property
+    def resolved_object_store(self) -> str:
+        return self.object_store or (self.data_dir / "objects").resolve().as_uri()
+
+    @property
+    def resolved_mlflow_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').as_posix()}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for error messages and logs."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}:***@{host}" if parts.username else f"***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]+)@")
+
+
+def redact_text(text: str) -> str:
+    """Any `scheme://user:password@` inside free text (e.g. a library's error) with the password masked."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)

@@ -1,0 +1,557 @@
+"""SigMF interchange: recordings from outside come in as SigMF, sessions go out as SigMF.
+
+One SigMF recording (`.sigmf-meta` + `.sigmf-data`) holds one receiver's IQ of one session; a
+session is the set of recordings sharing `heimdall:session_id` (or, for foreign files without it,
+the files imported together). What Heimdall needs beyond the SigMF core (station, measurement
+values, the known transmitter) travels in the optional `heimdall` extension namespace, spelled only
+by the constants below, so an export re-imports into any database as the very same session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import sigmf
+from sigmf.error import SigMFError
+from sigmf.sigmffile import SigMFFile, get_sigmf_filenames
+from sigmf.utils import SIGMF_DATETIME_ISO8601_FMT, parse_iso8601_datetime
+from sqlalchemy import delete, insert, select
+
+from heimdall.geo import haversine_m
+from heimdall.storage.database import Database
+from heimdall.storage.iq import IQDataError, check_iq, load_iq
+from heimdall.storage.objectstore import ObjectStore
+from heimdall.storage.queries import SessionNotFoundError, StoredMeasurement, StoredSession, get_session
+from heimdall.storage.recordings import MeasurementRecord, SessionRecord, SourceRecord, write_sessions
+from heimdall.storage.schema import APPROVAL_STATUSES, WebSDRStation
+
+# The `heimdall` extension namespace: every Heimdall key read or written, in one place.
+EXTENSION = {"name": "heimdall", "version": "1.0.0", "optional": True}
+SESSION_ID = "heimdall:session_id"
+TASK_ID = "heimdall:acquisition_task_id"
+DATASET = "heimdall:dataset"
+SESSION_START = "heimdall:session_start"
+SESSION_DURATION_S = "heimdall:session_duration_s"
+NOTES = "heimdall:notes"
+STATION_ID = "heimdall:station_id"
+STATION_NAME = "heimdall:station_name"
+MEASUREMENT_ID = "heimdall:measurement_id"
+SIGNAL_STRENGTH_DB = "heimdall:signal_strength_db"
+SNR_DB = "heimdall:snr_db"
+FREQUENCY_OFFSET_HZ = "heimdall:frequency_offset_hz"
+TRUTH = "heimdall:truth"  # {latitude, longitude, altitude_m, error_margin_meters, power_dbm[, frequency_hz,
+# name, source_id]}
+
+EXPORT_DATATYPE = "cf32_le"  # the stored complex64 samples, byte for byte
+SUPPORTED_DATATYPES = frozenset(
+    [f"c{t}_{e}" for t in ("f32", "f64", "i32", "i16", "u16") for e in ("le", "be")] + ["ci8", "cu8"]
+)
+DEFAULT_DATASET = "sigmf:import"
+STATION_MATCH_M = 200.0  # a recording this close to a station is that station's
+SAME_POSITION_M = 1.0  # a receiver farther than this from its station keeps its own position
+IMPORT_NAMESPACE = uuid.UUID("a977ad27-5b4d-4fae-94ec-8cb7b8cca2b1")  # ids of sessions without one
+META_EXT = ".sigmf-meta"
+
+
+class InterchangeError(ValueError):
+    """A SigMF import or export was refused; the message names the file or session. Nothing was written."""
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Where a session's transmitter was: the label a model learns from (e.g. given on the command line)."""
+
+    latitude: float
+    longitude: float
+    altitude_m: float | None = None
+    error_margin_meters: float = 0.0
+    power_dbm: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Recording:
+    """One checked SigMF recording: one receiver's complex64 IQ and what its metadata says."""
+
+    path: Path  # the .sigmf-meta
+    iq: np.ndarray
+    sample_rate: float
+    frequency_hz: float
+    start: datetime
+    latitude: float
+    longitude: float
+    altitude: float | None
+    sha256: str
+    hw: str | None
+    ext: dict[str, Any]  # the heimdall:* fields of the global object
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import stored: its sessions (written now or already there) and the stations it added."""
+
+    records: tuple[SessionRecord, ...]
+    written: int
+    already_present: int
+    new_stations: tuple[str, ...]
+
+    @property
+    def without_truth(self) -> tuple[uuid.UUID, ...]:
+        """Sessions stored as 'pending' because nothing said where their transmitter was."""
+        return tuple(r.id for r in self.records if r.source is None)
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime(SIGMF_DATETIME_ISO8601_FMT)
+
+
+def _truth_json(source: SourceRecord | None) -> dict[str, Any] | None:
+    if source is None:
+        return None
+    return {
+        "latitude": source.latitude,
+        "longitude": source.longitude,
+        "altitude_m": source.altitude_m,
+        "error_margin_meters": source.error_margin_meters,
+        "power_dbm": source.power_dbm,
+        "frequency_hz": source.frequency_hz,
+        "name": source.name,
+        "source_id": str(source.id),
+    }
+
+
+def _to_sigmf(s: StoredSession, m: StoredMeasurement, iq: np.ndarray, author: str | None) -> SigMFFile:
+    """One receiver's recording with the session, measurement and truth in the heimdall namespace."""
+    rec = sigmf.fromarray(np.ascontiguousarray(iq, dtype="<c8"))
+    position = [m.receiver_longitude, m.receiver_latitude]
+    if m.receiver_altitude is not None:
+        position.append(m.receiver_altitude)
+    fields: dict[str, Any] = {
+        sigmf.SAMPLE_RATE_KEY: m.iq_sample_rate,
+        sigmf.HW_KEY: m.station_name,
+        sigmf.DESCRIPTION_KEY: f"Heimdall session {s.id}: receiver {m.station_name} (station {m.station_id})",
+        sigmf.AUTHOR_KEY: author,
+        sigmf.GEOLOCATION_KEY: {"type": "Point", "coordinates": position},
+        sigmf.EXTENSIONS_KEY: [dict(EXTENSION)],
+        SESSION_ID: str(s.id),
+        TASK_ID: s.acquisition_task_id,
+        DATASET: s.dataset,
+        SESSION_START: _iso(s.session_start),
+        SESSION_DURATION_S: s.duration_seconds,
+        NOTES: s.notes,
+        STATION_ID: m.station_id,
+        STATION_NAME: m.station_name,
+        MEASUREMENT_ID: str(m.id),
+        SIGNAL_STRENGTH_DB: m.signal_strength_db,
+        SNR_DB: m.snr_db,
+        FREQUENCY_OFFSET_HZ: m.frequency_offset_hz,
+        TRUTH: _truth_json(s.source),
+    }
+    rec.set_global_info({k: v for k, v in fields.items() if v is not None})
+    rec.add_capture(0, {sigmf.FREQUENCY_KEY: m.frequency_hz, sigmf.DATETIME_KEY: _iso(m.timestamp)})
+    return rec
+
+
+def _write_all(out_dir: Path, recordings: dict[str, SigMFFile]) -> list[Path]:
+    """Write into a hidden folder beside the target, then move in: a failure leaves no partial files."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".sigmf-export-"))
+    try:
+        for base, rec in recordings.items():
+            rec.tofile(tmp / base, overwrite=True)  # validates the metadata first
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, out_dir / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [out_dir / f"{base}{META_EXT}" for base in recordings]
+
+
+def export_session_sigmf(
+    db: Database, store: ObjectStore, session_id: uuid.UUID | str, out_dir: Path, author: str | None = None
+) -> list[Path]:
+    """Write `{session}_{station}.sigmf-meta/-data` for every IQ measurement; returns the meta paths."""
+    try:
+        session = get_session(db, session_id)
+    except SessionNotFoundError as exc:
+        raise InterchangeError(f"cannot export: {exc}") from None
+    recordings: dict[str, SigMFFile] = {}
+    for m in session.measurements:
+        if m.iq_bucket_key is None:
+            continue  # power-only rows have nothing to put in a SigMF dataset
+        bucket, key = m.iq_bucket_key
+        iq = load_iq(store, bucket, key, m.iq_samples_count, f"session {session.id}, station {m.station_id}")
+        recordings[f"{session.id}_{m.station_id}"] = _to_sigmf(session, m, iq, author)
+    if not recordings:
+        raise InterchangeError(f"session {session.id} has no IQ recordings to export")
+    return _write_all(Path(out_dir), recordings)
+
+
+# ---------------------------------------------------------------------------------------------- import
+
+
+def _number(path: Path, where: dict[str, Any], key: str, required: bool = False) -> float | None:
+    """A finite number from metadata, None if absent and optional; otherwise an error naming the file."""
+    value = where.get(key)
+    if value is None:
+        if required:
+            raise InterchangeError(f"{path}: {key} is missing")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InterchangeError(f"{path}: {key} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def find_recordings(paths: Iterable[str | Path]) -> list[Path]:
+    """The `.sigmf-meta` of each path (meta, data, base name, or a folder of recordings), deduplicated."""
+    metas: dict[Path, None] = {}
+    for p in map(Path, paths):
+        found = sorted(p.glob(f"*{META_EXT}")) if p.is_dir() else [get_sigmf_filenames(p)["meta_fn"]]
+        metas.update(dict.fromkeys(m.absolute() for m in found))
+    if not metas:
+        raise InterchangeError("no SigMF recordings given (at least one .sigmf-meta + .sigmf-data is needed)")
+    return list(metas)
+
+
+def _open(path: Path) -> SigMFFile:
+    """Read and schema-validate the metadata, checking core:sha512 against the data when present."""
+    if not path.is_file():
+        raise InterchangeError(f"{path}: metadata file not found")
+    try:
+        rec = sigmf.fromfile(path)
+        rec.validate()
+    except jsonschema.ValidationError as exc:
+        where = "/".join(map(str, exc.absolute_path)) or "top level"
+        raise InterchangeError(f"{path}: invalid SigMF metadata at {where}: {exc.message}") from None
+    except (SigMFError, OSError, ValueError, KeyError, TypeError) as exc:
+        raise InterchangeError(f"{path}: not a readable SigMF recording: {exc}") from None
+    if not isinstance(rec, SigMFFile):
+        raise InterchangeError(f"{path}: a SigMF collection or archive, not a single recording")
+    if rec.data_file is None:
+        data = get_sigmf_filenames(path)["data_fn"]
+        raise InterchangeError(f"{path}: its data file {data} is missing")
+    return rec
+
+
+def _samples(path: Path, rec: SigMFFile) -> np.ndarray:
+    """The samples as complex64 (fixed-point types scaled to ±1), refusing what a session cannot hold."""
+    datatype = rec.get_global_field(sigmf.DATATYPE_KEY)
+    if datatype not in SUPPORTED_DATATYPES:
+        supported = ", ".join(sorted(SUPPORTED_DATATYPES))
+        raise InterchangeError(
+            f"{path}: datatype {datatype!r} is not supported (complex IQ only: {supported})"
+        )
+    if rec.get_global_field(sigmf.NUM_CHANNELS_KEY, 1) != 1:
+        raise InterchangeError(f"{path}: multi-channel recordings are not supported (one receiver per file)")
+    if rec.sample_count == 0:
+        raise InterchangeError(f"{path}: the data file {rec.data_file} holds no samples")
+    iq = np.ascontiguousarray(rec.read_samples(), dtype=np.complex64)
+    try:
+        return check_iq(iq)
+    except IQDataError as exc:
+        raise InterchangeError(f"{path}: {exc}") from None
+
+
+def _position(path: Path, rec: SigMFFile, capture: dict[str, Any]) -> tuple[float, float, float | None]:
+    """(lat, lon, alt) of the receiver from core:geolocation (global, else the capture)."""
+    geo = rec.get_global_field(sigmf.GEOLOCATION_KEY) or capture.get(sigmf.GEOLOCATION_KEY)
+    if geo is None:
+        raise InterchangeError(f"{path}: no {sigmf.GEOLOCATION_KEY}: Heimdall needs the receiver position")
+    lon, lat, *alt = (float(c) for c in geo["coordinates"])  # shape checked by the schema
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        raise InterchangeError(f"{path}: {sigmf.GEOLOCATION_KEY} [{lon}, {lat}] is not a [lon, lat] position")
+    return lat, lon, alt[0] if alt else None
+
+
+def _start(path: Path, capture: dict[str, Any]) -> datetime:
+    stamp = capture.get(sigmf.DATETIME_KEY)
+    if not isinstance(stamp, str):
+        raise InterchangeError(f"{path}: the capture has no {sigmf.DATETIME_KEY} (when it was recorded)")
+    try:
+        return parse_iso8601_datetime(stamp)
+    except ValueError:
+        raise InterchangeError(
+            f"{path}: {sigmf.DATETIME_KEY} {stamp!r} is not 'YYYY-MM-DDThh:mm:ss[.f]Z'"
+        ) from None
+
+
+def read_recording(path: Path) -> Recording:
+    """Load and check one recording; every problem is an InterchangeError naming the file."""
+    rec = _open(path)
+    captures = rec.get_captures()
+    if len(captures) > 1:
+        raise InterchangeError(f"{path}: {len(captures)} capture segments; one per recording is supported")
+    capture = captures[0] if captures else {}
+    iq = _samples(path, rec)
+    lat, lon, alt = _position(path, rec, capture)
+    with open(rec.data_file, "rb") as f:
+        sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+    hw = rec.get_global_field(sigmf.HW_KEY)
+    return Recording(
+        path=path,
+        iq=iq,
+        sample_rate=_number(path, rec.get_global_info(), sigmf.SAMPLE_RATE_KEY, required=True),  # type: ignore[arg-type]
+        frequency_hz=_number(path, capture, sigmf.FREQUENCY_KEY, required=True),  # type: ignore[arg-type]
+        start=_start(path, capture),
+        latitude=lat,
+        longitude=lon,
+        altitude=alt,
+        sha256=sha256,
+        hw=hw if isinstance(hw, str) and hw.strip() else None,
+        ext={k: v for k, v in rec.get_global_info().items() if k.startswith("heimdall:")},
+    )
+
+
+def _session_key(r: Recording) -> uuid.UUID | None:
+    value = r.ext.get(SESSION_ID)
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise InterchangeError(f"{r.path}: {SESSION_ID} {value!r} is not a UUID") from None
+
+
+def _groups(recordings: Sequence[Recording]) -> list[tuple[uuid.UUID, list[Recording]]]:
+    """Recordings per session; those without a session id form one session named by their content."""
+    by_key: dict[uuid.UUID | None, list[Recording]] = {}
+    for r in recordings:
+        by_key.setdefault(_session_key(r), []).append(r)
+    return [
+        (key or uuid.uuid5(IMPORT_NAMESPACE, ",".join(sorted(r.sha256 for r in group))), group)
+        for key, group in by_key.items()
+    ]
+
+
+def _source(sid: uuid.UUID, group: list[Recording], override: Truth | None) -> SourceRecord | None:
+    """The transmitter from the command line, else from heimdall:truth (which must agree across files)."""
+    freq = group[0].frequency_hz
+    if override is not None:
+        name = f"sigmf import {sid}"
+        return SourceRecord(
+            uuid.uuid5(sid, f"truth/{override!r}"), name, frequency_hz=freq, **asdict(override)
+        )
+    given = {json.dumps(r.ext[TRUTH], sort_keys=True): r for r in group if r.ext.get(TRUTH) is not None}
+    if len(given) > 1:
+        raise InterchangeError(
+            f"session {sid}: {TRUTH} differs between {', '.join(map(str, given.values()))}"
+        )
+    if not given:
+        return None
+    r = next(iter(given.values()))
+    t = r.ext[TRUTH]
+    if not isinstance(t, dict):
+        raise InterchangeError(f"{r.path}: {TRUTH} must be an object, got {t!r}")
+    lat, lon = _number(r.path, t, "latitude", True), _number(r.path, t, "longitude", True)
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):  # type: ignore[operator]
+        raise InterchangeError(f"{r.path}: {TRUTH} position ({lat}, {lon}) is out of range")
+    try:
+        source_id = uuid.UUID(str(t["source_id"])) if t.get("source_id") else uuid.uuid5(sid, "known_source")
+    except ValueError:
+        raise InterchangeError(f"{r.path}: {TRUTH}.source_id {t['source_id']!r} is not a UUID") from None
+    return SourceRecord(
+        id=source_id,
+        name=str(t.get("name") or f"sigmf import {sid}")[:256],
+        latitude=lat,  # type: ignore[arg-type]
+        longitude=lon,  # type: ignore[arg-type]
+        altitude_m=_number(r.path, t, "altitude_m"),
+        power_dbm=_number(r.path, t, "power_dbm"),
+        error_margin_meters=_number(r.path, t, "error_margin_meters") or 0.0,
+        frequency_hz=_number(r.path, t, "frequency_hz") or freq,
+    )
+
+
+@dataclass
+class _Station:
+    id: int
+    name: str
+    latitude: float
+    longitude: float
+    altitude_asl: float | None
+
+
+@dataclass
+class _Stations:
+    """The station table plus the stations this import will add, for matching recordings to receivers."""
+
+    known: list[_Station]
+    new: list[_Station] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, db: Database) -> _Stations:
+        with db.sessions() as q:
+            rows = q.scalars(select(WebSDRStation).order_by(WebSDRStation.id))
+            return cls([_Station(s.id, s.name, s.latitude, s.longitude, s.altitude_asl) for s in rows])
+
+    def _distance(self, st: _Station, r: Recording) -> float:
+        return float(haversine_m(st.latitude, st.longitude, r.latitude, r.longitude))
+
+    def resolve(self, r: Recording) -> _Station:
+        """By heimdall:station_id (if that row is plausibly the same receiver), else nearest, else new."""
+        everyone = self.known + self.new
+        sid, name = r.ext.get(STATION_ID), r.ext.get(STATION_NAME)
+        for st in everyone:
+            if st.id == sid and (st.name == name or self._distance(st, r) <= STATION_MATCH_M):
+                return st
+        if everyone:
+            nearest = min(everyone, key=lambda st: self._distance(st, r))
+            if self._distance(nearest, r) <= STATION_MATCH_M:
+                return nearest
+        return self._create(r, sid, name)
+
+    def _create(self, r: Recording, sid: object, name: object) -> _Station:
+        everyone = self.known + self.new
+        taken_ids, taken_names = {s.id for s in everyone}, {s.name for s in everyone}
+        free_sid = isinstance(sid, int) and not isinstance(sid, bool) and sid > 0 and sid not in taken_ids
+        new_id = sid if free_sid else max(taken_ids, default=0) + 1
+        base = (
+            name if isinstance(name, str) and name.strip() else r.hw or r.path.name.removesuffix(META_EXT)
+        )[:120]
+        unique, n = base, 1
+        while unique in taken_names:
+            n += 1
+            unique = f"{base} ({n})"
+        st = _Station(new_id, unique, r.latitude, r.longitude, r.altitude)  # type: ignore[arg-type]
+        self.new.append(st)
+        return st
+
+    def insert_new(self, db: Database) -> None:
+        if self.new:
+            rows = [{**asdict(s), "is_active": True} for s in self.new]
+            with db.sessions.begin() as q:
+                q.execute(insert(WebSDRStation), rows)
+
+    def remove_new(self, db: Database) -> None:
+        if self.new:
+            with db.sessions.begin() as q:
+                q.execute(delete(WebSDRStation).where(WebSDRStation.id.in_([s.id for s in self.new])))
+
+
+def _measurement(sid: uuid.UUID, r: Recording, st: _Station) -> MeasurementRecord:
+    moved = float(haversine_m(st.latitude, st.longitude, r.latitude, r.longitude)) > SAME_POSITION_M
+    try:
+        mid = (
+            uuid.UUID(str(r.ext[MEASUREMENT_ID]))
+            if MEASUREMENT_ID in r.ext
+            else uuid.uuid5(sid, f"station/{st.id}")
+        )
+    except ValueError:
+        raise InterchangeError(
+            f"{r.path}: {MEASUREMENT_ID} {r.ext[MEASUREMENT_ID]!r} is not a UUID"
+        ) from None
+    return MeasurementRecord(
+        id=mid,
+        timestamp=r.start,
+        station_id=st.id,
+        frequency_hz=r.frequency_hz,
+        signal_strength_db=_number(r.path, r.ext, SIGNAL_STRENGTH_DB),
+        snr_db=_number(r.path, r.ext, SNR_DB),
+        frequency_offset_hz=_number(r.path, r.ext, FREQUENCY_OFFSET_HZ),
+        duration_seconds=r.iq.size / r.sample_rate,
+        iq=r.iq,
+        iq_sample_rate=r.sample_rate,
+        receiver_latitude=r.latitude if moved else None,
+        receiver_longitude=r.longitude if moved else None,
+        receiver_altitude=r.altitude if moved else None,
+    )
+
+
+def _text(r: Recording, key: str, limit: int) -> str | None:
+    value = r.ext.get(key)
+    if value is not None and (not isinstance(value, str) or not value or len(value) > limit):
+        raise InterchangeError(f"{r.path}: {key} must be a non-empty string of at most {limit} characters")
+    return value
+
+
+def _session(
+    sid: uuid.UUID,
+    group: list[Recording],
+    stations: _Stations,
+    dataset: str | None,
+    truth: Truth | None,
+    approval: str,
+) -> SessionRecord:
+    """One SessionRecord from the recordings of one session (all checks, no writes)."""
+    group = sorted(group, key=lambda r: str(r.path))
+    rates = {r.sample_rate for r in group}
+    if len(rates) > 1:
+        listing = ", ".join(f"{r.path} ({r.sample_rate:g} Hz)" for r in group)
+        raise InterchangeError(f"session {sid}: the sample rate differs between its recordings: {listing}")
+    source = _source(sid, group, truth)
+    by_station: dict[int, Recording] = {}
+    measurements = []
+    for r in group:
+        st = stations.resolve(r)
+        if st.id in by_station:
+            raise InterchangeError(
+                f"session {sid}: {by_station[st.id].path} and {r.path} are both station {st.id}"
+            )
+        by_station[st.id] = r
+        measurements.append(_measurement(sid, r, st))
+    first = group[0]
+    start = _text(first, SESSION_START, 64)
+    try:
+        session_start = parse_iso8601_datetime(start) if start else min(r.start for r in group)
+    except ValueError:
+        raise InterchangeError(
+            f"{first.path}: {SESSION_START} {start!r} is not an ISO-8601 UTC time"
+        ) from None
+    duration = _number(first.path, first.ext, SESSION_DURATION_S)
+    return SessionRecord(
+        id=sid,
+        acquisition_task_id=_text(first, TASK_ID, 128) or str(sid),
+        dataset=dataset or _text(first, DATASET, 128) or DEFAULT_DATASET,
+        session_start=session_start,
+        duration_seconds=duration if duration is not None else max(r.iq.size / r.sample_rate for r in group),
+        measurements=tuple(sorted(measurements, key=lambda m: m.station_id)),
+        source=source,
+        approval_status=approval if source is not None else "pending",
+        notes=_text(first, NOTES, 1_000_000),
+    )
+
+
+def import_sigmf(
+    db: Database,
+    store: ObjectStore,
+    bucket: str,
+    paths: Iterable[str | Path],
+    dataset: str | None = None,
+    truth: Truth | None = None,
+    approval: str = "approved",
+) -> ImportResult:
+    """Store SigMF recordings as sessions: all checked first, then written atomically and idempotently.
+
+    Receivers match stations by `heimdall:station_id` or position (within STATION_MATCH_M); unmatched
+    receivers become new stations, inserted only once every file has passed and removed again if the
+    session write fails. Sessions without truth are stored as 'pending' (training needs a label).
+    """
+    if approval not in APPROVAL_STATUSES:
+        raise InterchangeError(f"approval must be one of {APPROVAL_STATUSES}, got {approval!r}")
+    if dataset is not None and not (0 < len(dataset) <= 128):
+        raise InterchangeError(f"dataset label must be 1 to 128 characters, got {dataset!r}")
+    groups = _groups([read_recording(p) for p in find_recordings(paths)])
+    if truth is not None and len(groups) > 1:
+        raise InterchangeError(f"the truth options describe one session but the files hold {len(groups)}")
+    stations = _Stations.load(db)
+    records = [_session(sid, group, stations, dataset, truth, approval) for sid, group in groups]
+    stations.insert_new(db)
+    try:
+        written, present = write_sessions(db, store, bucket, records)
+    except Exception:
+        stations.remove_new(db)
+        raise
+    return ImportResult(tuple(records), written, present, tuple(s.name for s in stations.new))

@@ -1,0 +1,248 @@
+"""Declarative simulation scenarios (DESIGN §5): the network, the bands and the propagation physics.
+
+A scenario is a small YAML file validated by pydantic. It fixes the *world* (through `world_seed`:
+static shadowing fields and receiver gain offsets) as well as the distributions sessions are drawn
+from; the `--seed` of a simulation run only draws sessions inside that world. The shipped
+`nw-italy-v1` lives in `heimdall/scenarios/`; users point `load_scenario` at their own file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from heimdall.simulate.signals import CONTENTS
+
+_PROB_TOL = 1e-6
+_MAX_AUDIO_HZ = 3000.0  # highest audio frequency any content carries (voice band edge)
+
+
+class ScenarioError(ValueError):
+    """A scenario could not be found, parsed or validated; the message names the file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReceiverSpec(_Strict):
+    """One fixed receiver; `id` is the `websdr_stations.id` measurement rows reference."""
+
+    id: int = Field(ge=1)
+    name: str = Field(min_length=1)
+    latitude: float = Field(ge=-90.0, le=90.0)
+    longitude: float = Field(ge=-180.0, le=180.0)
+    altitude_asl: float
+    antenna_gain_dbi: float = 2.0
+    antenna_height_m: float = Field(default=10.0, ge=0.0)
+    noise_figure_db: float = Field(default=6.0, ge=0.0)
+
+
+class Band(_Strict):
+    frequency_hz: float = Field(gt=0.0)
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class TransmitterSpec(_Strict):
+    """Transmitter draws: power log-uniform in watts, content by probability, NBFM deviation."""
+
+    power_w_min: float = Field(default=1.0, gt=0.0)
+    power_w_max: float = Field(default=50.0, gt=0.0)
+    antenna_height_m: float = Field(default=1.5, ge=0.0)
+    gain_dbi: float = 0.0
+    content: dict[str, float] = Field(
+        default_factory=lambda: {"voice": 0.5, "ctcss_tone": 0.25, "afsk1200": 0.25}
+    )
+    fm_deviation_hz: float = Field(default=2500.0, gt=0.0)
+
+    @field_validator("content")
+    @classmethod
+    def _content_known(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(CONTENTS))
+        if unknown:
+            raise ValueError(f"unknown content {unknown}; known: {list(CONTENTS)}")
+        if any(p < 0 for p in v.values()):
+            raise ValueError("content probabilities must be >= 0")
+        if not v or abs(sum(v.values()) - 1.0) > _PROB_TOL:
+            raise ValueError(f"content probabilities must sum to 1 (got {sum(v.values()):.6g})")
+        return v
+
+    @model_validator(mode="after")
+    def _power_order(self) -> TransmitterSpec:
+        if self.power_w_max < self.power_w_min:
+            raise ValueError("power_w_max must be >= power_w_min")
+        return self
+
+    @property
+    def power_dbm_min(self) -> float:
+        return 10.0 * math.log10(self.power_w_min * 1000.0)
+
+    @property
+    def power_dbm_max(self) -> float:
+        return 10.0 * math.log10(self.power_w_max * 1000.0)
+
+
+class PropagationSpec(_Strict):
+    """Dual-slope path loss, clutter, static (world) and dynamic (per-session) shadowing."""
+
+    breakpoint_m: float = Field(default=1000.0, gt=0.0)
+    slope_db_per_decade: float = Field(default=35.0, gt=0.0)
+    clutter_db: float = Field(default=10.0, ge=0.0)
+    static_shadowing_sigma_db: float = Field(default=7.0, ge=0.0)
+    decorrelation_m: float = Field(default=4000.0, gt=0.0)
+    band_correlation: float = Field(default=0.7, ge=-1.0, le=1.0)
+    grid_spacing_m: float = Field(default=250.0, gt=0.0)
+    dynamic_shadowing_sigma_db: float = Field(default=3.0, ge=0.0)
+
+
+class FadingSpec(_Strict):
+    """Per-link Rician K (dB, uniform) and per-session maximum Doppler (Hz, uniform)."""
+
+    k_db_min: float = 0.0
+    k_db_max: float = 10.0
+    doppler_hz_min: float = Field(default=0.0, ge=0.0)
+    doppler_hz_max: float = Field(default=5.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> FadingSpec:
+        if self.k_db_max < self.k_db_min:
+            raise ValueError("k_db_max must be >= k_db_min")
+        if self.doppler_hz_max < self.doppler_hz_min:
+            raise ValueError("doppler_hz_max must be >= doppler_hz_min")
+        return self
+
+
+class Scenario(_Strict):
+    """A complete, validated simulation scenario (see the module docstring)."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    description: str = ""
+    world_seed: int = Field(ge=0)
+    receivers: list[ReceiverSpec] = Field(min_length=3)
+    gain_offset_max_db: float = Field(default=2.0, ge=0.0)
+    frequency_offset_max_hz: float = Field(default=50.0, ge=0.0)
+    sample_rate_hz: float = Field(default=12_500.0, gt=0.0)
+    default_duration_s: float = Field(default=0.5, gt=0.0)
+    detection_snr_db: float = 6.0
+    min_receivers_heard: int = Field(default=3, ge=1)
+    bands: list[Band] = Field(
+        default_factory=lambda: [
+            Band(frequency_hz=145.5e6, probability=0.8),
+            Band(frequency_hz=433.5e6, probability=0.2),
+        ],
+        min_length=1,
+    )
+    area_margin_m: float = Field(default=20_000.0, ge=0.0)
+    transmitter: TransmitterSpec = Field(default_factory=TransmitterSpec)
+    propagation: PropagationSpec = Field(default_factory=PropagationSpec)
+    fading: FadingSpec = Field(default_factory=FadingSpec)
+
+    @field_validator("receivers")
+    @classmethod
+    def _unique_receivers(cls, v: list[ReceiverSpec]) -> list[ReceiverSpec]:
+        for attr in ("id", "name"):
+            values = [getattr(r, attr) for r in v]
+            dup = sorted({x for x in values if values.count(x) > 1}, key=str)
+            if dup:
+                raise ValueError(f"duplicate receiver {attr}s: {dup}")
+        return v
+
+    @field_validator("bands")
+    @classmethod
+    def _band_probabilities(cls, v: list[Band]) -> list[Band]:
+        total = sum(b.probability for b in v)
+        if abs(total - 1.0) > _PROB_TOL:
+            raise ValueError(f"band probabilities must sum to 1 (got {total:.6g})")
+        freqs = [b.frequency_hz for b in v]
+        if len(set(freqs)) != len(freqs):
+            raise ValueError("band frequencies must be unique")
+        return v
+
+    @model_validator(mode="after")
+    def _consistency(self) -> Scenario:
+        carson_hz = 2.0 * (self.transmitter.fm_deviation_hz + _MAX_AUDIO_HZ)
+        if self.sample_rate_hz < carson_hz:
+            raise ValueError(
+                f"sample_rate_hz ({self.sample_rate_hz:g}) must hold the NBFM signal's Carson bandwidth"
+                f" 2·(fm_deviation_hz + {_MAX_AUDIO_HZ:g}) = {carson_hz:g} Hz"
+            )
+        if self.min_receivers_heard > len(self.receivers):
+            raise ValueError(
+                f"min_receivers_heard ({self.min_receivers_heard}) exceeds the number of receivers"
+                f" ({len(self.receivers)})"
+            )
+        return self
+
+    @property
+    def dataset_label(self) -> str:
+        """The `recording_sessions.dataset` label of sessions simulated from this scenario."""
+        return f"sim:{self.name}"
+
+    def content_hash(self) -> str:
+        """Stable SHA-256 hex of the canonical JSON of every field (caching and provenance)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def available_scenarios() -> list[str]:
+    """Names of the scenarios shipped with the package."""
+    folder = resources.files("heimdall").joinpath("scenarios")
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _looks_like_path(name: str) -> bool:
+    return "/" in name or "\\" in name or name.endswith((".yaml", ".yml"))
+
+
+def _format_validation(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        field = ".".join(str(x) for x in e["loc"]) or "<root>"
+        parts.append(f"field '{field}': {e['msg']}")
+    return "; ".join(parts)
+
+
+def parse_scenario(text: str, source: str) -> Scenario:
+    """Parse and validate YAML text; errors name `source` (the file) and the offending field."""
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{source}: malformed YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source}: a scenario must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(f"{source}: invalid scenario: {_format_validation(exc)}") from exc
+
+
+def load_scenario(name_or_path: str | Path) -> Scenario:
+    """Load a shipped scenario by bare name (e.g. ``nw-italy-v1``) or any scenario file by path."""
+    name = str(name_or_path)
+    available = available_scenarios()
+    if (
+        isinstance(name_or_path, Path)
+        or _looks_like_path(name)
+        or (name not in available and Path(name).is_file())
+    ):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ScenarioError(f"{path}: scenario file not found")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ScenarioError(f"{path}: cannot read scenario file: {exc}") from exc
+        return parse_scenario(text, str(path))
+    if name not in available:
+        raise ScenarioError(f"unknown scenario '{name}'; available: {', '.join(available) or '(none)'}")
+    resource = resources.files("heimdall").joinpath("scenarios", f"{name}.yaml")
+    return parse_scenario(resource.read_text(encoding="utf-8"), f"heimdall/scenarios/{name}.yaml")

@@ -1,0 +1,331 @@
+"""Seeded session simulation: transmitter draws, IQ per receiver, measured power/SNR, keep rule.
+
+Randomness. Kept session k of a run with seed s is found by rejection sampling in its own *slot*:
+candidate ``(k, j)`` (attempt j = 0, 1, …) draws everything from
+``Generator(PCG64(SeedSequence(s, spawn_key=(k, j))))``, and the slot's first candidate heard by
+≥ `min_receivers_heard` receivers becomes session k. Each kept session is therefore an independent
+draw from the same conditional distribution as filtering one long candidate stream, but session k
+depends only on (scenario, s, k): not on `n_sessions`, `start`, batching or other sessions, so runs can be
+resumed or sharded (`start`) and re-runs are byte-identical and idempotent.
+
+Per candidate, in this order: position uniform over the world's ENU area (then `frame.to_latlon`),
+band by probability, power uniform in dBm (log-uniform in W), content by probability, maximum Doppler
+uniform (one per session: the transmitter moves), per link Rician K uniform in dB and frequency offset
+uniform ±50 Hz, then the dynamic shadowing ε_r ~ N(0, 3²). The session-mean powers
+``s_r = field_r(x, b) + P_tx + ε_r`` follow; the IQ stage then draws noise, content and fading from the
+same generator (see `propagation.MeasurementModel` for the exact measurement model).
+
+Cheap pre-check: a receiver whose ``s_r`` is more than 3 dB below its detection threshold cannot
+measure SNR ≥ 6 dB (that would need a noise-power excursion of > 14 standard deviations even at 256
+samples), so it gets noise only and no signal is generated; a candidate with fewer than
+`min_receivers_heard` plausible receivers is rejected before any IQ is made. Candidates are drawn and
+pre-checked in vectorised batches across slots.
+
+A receiver that does not hear stores noise only (the same noise realisation, without the signal), so
+for every row ``heard ⟺ snr_db ≥ detection_snr_db``; in the astronomically unlikely event that pure
+noise measures above the threshold its noise is redrawn.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from numpy.typing import NDArray
+
+from heimdall.simulate.channel import complex_gaussian, rician_fading
+from heimdall.simulate.propagation import mean_received_power_dbm
+from heimdall.simulate.scenario import Scenario
+from heimdall.simulate.signals import fm_phase_cycles, modulating_signal, unit_phasor
+from heimdall.simulate.world import World, build_world
+
+SESSION_NAMESPACE = uuid.UUID("5b0c7a3e-2f4d-5e61-9a8b-7c6d5e4f3a21")
+EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
+SESSION_SPACING = timedelta(seconds=60)
+MIN_SAMPLES = 256
+PRECHECK_MARGIN_DB = 3.0
+SNR_FLOOR_LINEAR = 1e-3
+MAX_ATTEMPTS = 100_000
+_BATCH = 64
+
+
+@dataclass(frozen=True, eq=False)
+class SimulatedReceiver:
+    """One receiver's recording and its measurement row values."""
+
+    station_id: int
+    iq: NDArray[np.complex64]  # (T,), sqrt(mW) units, read-only
+    signal_strength_db: float  # 10·log10(mean|iq|²), dBm
+    snr_db: float  # 10·log10(max(P̂/N − 1, 1e-3))
+    frequency_offset_hz: float
+    heard: bool  # ⟺ snr_db ≥ detection_snr_db
+    mean_power_dbm: float  # s_r, the truth (not stored in measurement rows)
+    rician_k_db: float
+
+
+@dataclass(frozen=True, eq=False)
+class SimulatedSession:
+    """One kept session: the transmitter truth and one `SimulatedReceiver` per scenario receiver."""
+
+    index: int
+    session_id: uuid.UUID
+    start: datetime
+    latitude: float
+    longitude: float
+    enu: NDArray[np.float64]  # (2,)
+    tx_power_dbm: float
+    frequency_hz: float
+    band_index: int
+    content: str
+    doppler_hz: float
+    duration_s: float
+    sample_rate_hz: float
+    receivers: tuple[SimulatedReceiver, ...]
+
+    @property
+    def n_heard(self) -> int:
+        return sum(r.heard for r in self.receivers)
+
+
+@dataclass(frozen=True, eq=False)
+class Candidate:
+    """The scalar draws of candidate (slot, attempt), before any IQ (exposed for distribution tests)."""
+
+    slot: int
+    attempt: int
+    enu: NDArray[np.float64]
+    latitude: float
+    longitude: float
+    band_index: int
+    tx_power_dbm: float
+    content: str
+    doppler_hz: float
+    rician_k_db: NDArray[np.float64]  # (R,)
+    frequency_offset_hz: NDArray[np.float64]  # (R,)
+    dynamic_shadowing_db: NDArray[np.float64]  # (R,) ε_r
+    mean_power_dbm: NDArray[np.float64]  # (R,) s_r
+    rng: np.random.Generator  # continues into the IQ stage
+
+
+def session_id_for(scenario: Scenario, seed: int, index: int) -> uuid.UUID:
+    """Deterministic session id: uuid5 of ``"{scenario}/{seed}/{index}"`` (re-runs are idempotent)."""
+    return uuid.uuid5(SESSION_NAMESPACE, f"{scenario.name}/{seed}/{index}")
+
+
+def session_start_for(seed: int, index: int) -> datetime:
+    """Deterministic UTC start time: a per-seed day (mod 10 years) plus one minute per session."""
+    return EPOCH + timedelta(days=seed % 3650) + index * SESSION_SPACING
+
+
+def _pick(cumulative: NDArray[np.float64], u: NDArray[np.float64]) -> NDArray[np.int64]:
+    return np.minimum(np.searchsorted(cumulative, u, side="right"), len(cumulative) - 1)
+
+
+def _draw(world: World, seed: int, keys: list[tuple[int, int]]) -> list[Candidate]:
+    """Candidates for (slot, attempt) keys; scalar draws per generator, physics vectorised over keys."""
+    sc = world.scenario
+    n_rx = world.n_receivers
+    rngs = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=k))) for k in keys]
+    u = np.stack([g.random(6 + 2 * n_rx) for g in rngs])
+    eps = np.stack([g.standard_normal(n_rx) for g in rngs]) * sc.propagation.dynamic_shadowing_sigma_db
+
+    a = world.area
+    enu = np.column_stack([a.east_min + u[:, 0] * a.width_m, a.north_min + u[:, 1] * a.height_m])
+    lat, lon = world.frame.to_latlon(enu)
+    band = _pick(np.cumsum(world.band_probabilities), u[:, 2])
+    tx = sc.transmitter
+    power = tx.power_dbm_min + u[:, 3] * (tx.power_dbm_max - tx.power_dbm_min)
+    contents = list(tx.content)
+    content = _pick(np.cumsum([tx.content[c] for c in contents]), u[:, 4])
+    fad = sc.fading
+    doppler = fad.doppler_hz_min + u[:, 5] * (fad.doppler_hz_max - fad.doppler_hz_min)
+    k_db = fad.k_db_min + u[:, 6 : 6 + n_rx] * (fad.k_db_max - fad.k_db_min)
+    f_off = (2.0 * u[:, 6 + n_rx :] - 1.0) * sc.frequency_offset_max_hz
+    s = mean_received_power_dbm(world, lat, lon, band, power) + eps
+    return [
+        Candidate(
+            slot=k[0],
+            attempt=k[1],
+            enu=enu[i],
+            latitude=float(lat[i]),
+            longitude=float(lon[i]),
+            band_index=int(band[i]),
+            tx_power_dbm=float(power[i]),
+            content=contents[content[i]],
+            doppler_hz=float(doppler[i]),
+            rician_k_db=k_db[i],
+            frequency_offset_hz=f_off[i],
+            dynamic_shadowing_db=eps[i],
+            mean_power_dbm=s[i],
+            rng=rngs[i],
+        )
+        for i, k in enumerate(keys)
+    ]
+
+
+def draw_candidates(scenario: Scenario, seed: int, slots: Iterable[int], attempt: int = 0) -> list[Candidate]:
+    """Candidate draws (before the keep rule) of `slots` at one attempt: unbiased by the network."""
+    return _draw(build_world(scenario), seed, [(int(s), attempt) for s in slots])
+
+
+def _plausible(world: World, cand: Candidate) -> NDArray[np.bool_]:
+    sc = world.scenario
+    return cand.mean_power_dbm - world.noise_floor_dbm >= sc.detection_snr_db - PRECHECK_MARGIN_DB
+
+
+def _is_plausible(world: World, cand: Candidate) -> bool:
+    return int(_plausible(world, cand).sum()) >= world.scenario.min_receivers_heard
+
+
+def _first_plausible(world: World, seed: int, slots: list[int], attempt0: int) -> dict[int, Candidate]:
+    found: dict[int, Candidate] = {}
+    pending, attempt = list(slots), attempt0
+    while pending:
+        if attempt - attempt0 > MAX_ATTEMPTS:
+            raise RuntimeError(
+                f"no candidate heard by >= {world.scenario.min_receivers_heard} receivers in {MAX_ATTEMPTS}"
+                " attempts: the scenario's transmitters are too weak or its area too large"
+            )
+        for cand in _draw(world, seed, [(s, attempt) for s in pending]):
+            if _is_plausible(world, cand):
+                found[cand.slot] = cand
+        pending = [s for s in pending if s not in found]
+        attempt += 1
+    return found
+
+
+def _row_power(iq: NDArray[np.complex64]) -> NDArray[np.float64]:
+    """``mean|iq|²`` per row, accumulated in float64 (the value rows store)."""
+    return np.square(iq.view(np.float32)).sum(axis=-1, dtype=np.float64) / iq.shape[-1]
+
+
+def _snr_db(power: NDArray[np.float64], noise: NDArray[np.float64]) -> NDArray[np.float64]:
+    return 10.0 * np.log10(np.maximum(power / noise - 1.0, SNR_FLOOR_LINEAR))
+
+
+def _render(world: World, cand: Candidate, n_samples: int) -> tuple[NDArray, NDArray, NDArray] | None:
+    """IQ ``(R, T)``, measured power and SNR of a candidate, or None if too few receivers hear."""
+    sc = world.scenario
+    rng = cand.rng
+    fs = sc.sample_rate_hz
+    noise_mw = world.noise_power_mw
+    iq = complex_gaussian(rng, (world.n_receivers, n_samples), noise_mw[:, None])
+    active = np.flatnonzero(_plausible(world, cand))
+    m = modulating_signal(cand.content, rng, n_samples, fs)
+    cycles = fm_phase_cycles(m, sc.transmitter.fm_deviation_hz, fs, rng.uniform())
+    h = rician_fading(rng, n_samples, fs, cand.rician_k_db[active], cand.doppler_hz)
+    t = np.arange(n_samples) / fs
+    carrier = unit_phasor(cycles[None, :] + cand.frequency_offset_hz[active, None] * t[None, :])
+    amplitude = np.sqrt(10.0 ** (cand.mean_power_dbm[active] / 10.0)).astype(np.float32)
+    signal = (carrier * h) * amplitude[:, None]
+
+    noisy = iq[active] + signal
+    power = _row_power(iq)
+    power[active] = _row_power(noisy)
+    snr = _snr_db(power, noise_mw)
+    heard = snr >= sc.detection_snr_db
+    if int(heard.sum()) < sc.min_receivers_heard:
+        return None
+    keep = heard[active]
+    iq[active[keep]] = noisy[keep]
+    # rows that did not hear are noise only: recompute theirs and redraw in the (never seen) event it "hears"
+    deaf = np.flatnonzero(~heard)
+    power[deaf] = _row_power(iq[deaf])
+    snr[deaf] = _snr_db(power[deaf], noise_mw[deaf])
+    for r in deaf:
+        while snr[r] >= sc.detection_snr_db:
+            iq[r] = complex_gaussian(rng, (n_samples,), noise_mw[r])
+            power[r] = _row_power(iq[r : r + 1])[0]
+            snr[r] = _snr_db(power[r : r + 1], noise_mw[r : r + 1])[0]
+    iq.flags.writeable = False
+    return iq, power, snr
+
+
+def _session(
+    world: World, seed: int, cand: Candidate, rendered: tuple, duration_s: float
+) -> SimulatedSession:
+    sc = world.scenario
+    iq, power, snr = rendered
+    receivers = tuple(
+        SimulatedReceiver(
+            station_id=world.receiver_ids[r],
+            iq=iq[r],
+            signal_strength_db=float(10.0 * np.log10(power[r])),
+            snr_db=float(snr[r]),
+            frequency_offset_hz=float(cand.frequency_offset_hz[r]),
+            heard=bool(snr[r] >= sc.detection_snr_db),
+            mean_power_dbm=float(cand.mean_power_dbm[r]),
+            rician_k_db=float(cand.rician_k_db[r]),
+        )
+        for r in range(world.n_receivers)
+    )
+    enu = cand.enu.copy()
+    enu.flags.writeable = False
+    return SimulatedSession(
+        index=cand.slot,
+        session_id=session_id_for(sc, seed, cand.slot),
+        start=session_start_for(seed, cand.slot),
+        latitude=cand.latitude,
+        longitude=cand.longitude,
+        enu=enu,
+        tx_power_dbm=cand.tx_power_dbm,
+        frequency_hz=float(world.band_frequencies_hz[cand.band_index]),
+        band_index=cand.band_index,
+        content=cand.content,
+        doppler_hz=cand.doppler_hz,
+        duration_s=duration_s,
+        sample_rate_hz=sc.sample_rate_hz,
+        receivers=receivers,
+    )
+
+
+def _generate(
+    world: World, seed: int, slots: range, n_samples: int, duration_s: float
+) -> Iterator[SimulatedSession]:
+    for b0 in range(slots.start, slots.stop, _BATCH):
+        batch = list(range(b0, min(b0 + _BATCH, slots.stop)))
+        first = _first_plausible(world, seed, batch, 0)
+        for slot in batch:
+            cand = first[slot]
+            while (rendered := _render(world, cand, n_samples)) is None:
+                cand = _first_plausible(world, seed, [slot], cand.attempt + 1)[slot]
+            yield _session(world, seed, cand, rendered, duration_s)
+
+
+def simulate_sessions(
+    scenario: Scenario,
+    n_sessions: int,
+    seed: int,
+    duration_s: float | None = None,
+    start: int = 0,
+) -> Iterator[SimulatedSession]:
+    """Kept sessions ``start … start + n_sessions − 1`` of the run `seed`, in index order (lazy).
+
+    ``duration_s`` defaults to the scenario's; the recording has ``round(duration_s·fs)`` samples and
+    the session reports that exact length as its duration.
+
+    Arguments are validated eagerly: ValueError for a negative count, seed or start, a non-positive
+    duration, or one shorter than 256 samples.
+    """
+    if int(n_sessions) != n_sessions or n_sessions < 0:
+        raise ValueError(f"n_sessions must be a non-negative integer, got {n_sessions!r}")
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if int(start) != start or start < 0:
+        raise ValueError(f"start must be a non-negative integer, got {start!r}")
+    duration = scenario.default_duration_s if duration_s is None else float(duration_s)
+    if not (duration > 0.0 and math.isfinite(duration)):
+        raise ValueError(f"duration_s must be a finite number > 0, got {duration_s!r}")
+    n_samples = round(duration * scenario.sample_rate_hz)
+    if n_samples < MIN_SAMPLES:
+        raise ValueError(
+            f"duration_s={duration} gives {n_samples} samples at {scenario.sample_rate_hz:g} Hz;"
+            f" at least {MIN_SAMPLES} are needed"
+        )
+    world = build_world(scenario)
+    slots = range(int(start), int(start) + int(n_sessions))
+    return _generate(world, int(seed), slots, n_samples, n_samples / scenario.sample_rate_hz)

@@ -1,0 +1,1 @@
+"""Persistence in the acquisition service's format: SQL tables and IQ objects."""

@@ -1,0 +1,132 @@
+"""Database connection: fail-fast engines, automatic migrations and the seeded receiver network."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from heimdall.settings import redact_text, redact_url
+from heimdall.stations import NW_ITALY_STATIONS, Station
+from heimdall.storage.schema import WebSDRStation
+
+log = logging.getLogger("heimdall.storage")
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be reached or used; the message names the URL without its password."""
+
+
+def _normalise(url: str) -> str:
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    return url
+
+
+def make_engine(url: str, connect_timeout_s: float = 5.0) -> Engine:
+    """An engine that fails within `connect_timeout_s` instead of hanging on an unreachable server."""
+    url = _normalise(url)
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": connect_timeout_s})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    if url.startswith("postgresql"):
+        return create_engine(
+            url,
+            connect_args={"connect_timeout": max(1, round(connect_timeout_s))},
+            pool_pre_ping=True,
+        )
+    raise DatabaseError(f"unsupported database URL {redact_url(url)!r}: use sqlite:/// or postgresql://")
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("heimdall.storage") / "migrations"))
+    return cfg
+
+
+def upgrade_schema(engine: Engine) -> str:
+    """Apply every pending migration; returns the revision now in force."""
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+        return MigrationContext.configure(conn).get_current_revision() or ""
+
+
+def seed_stations(session: Session, stations: Iterable[Station] = NW_ITALY_STATIONS) -> int:
+    """Insert the receivers that are missing (by id); existing rows are left alone. Returns how many."""
+    existing = set(session.scalars(select(WebSDRStation.id)))
+    added = 0
+    for s in stations:
+        if s.id in existing:
+            continue
+        session.add(
+            WebSDRStation(
+                id=s.id,
+                name=s.name,
+                url=s.url,
+                latitude=s.latitude,
+                longitude=s.longitude,
+                altitude_asl=s.altitude_asl,
+                frequency_min_hz=s.frequency_min_hz,
+                frequency_max_hz=s.frequency_max_hz,
+                is_active=s.is_active,
+            )
+        )
+        added += 1
+    return added
+
+
+@dataclass
+class Database:
+    """An engine with its schema up to date and its session factory."""
+
+    url: str
+    engine: Engine
+    sessions: sessionmaker[Session]
+
+    @property
+    def safe_url(self) -> str:
+        return redact_url(self.url)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_database(url: str, connect_timeout_s: float = 5.0, migrate: bool = True) -> Database:
+    """Connect (failing fast), migrate to head and seed the network: ready for reads and writes."""
+    engine = make_engine(url, connect_timeout_s)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        if migrate:
+            upgrade_schema(engine)
+            factory = sessionmaker(engine, expire_on_commit=False)
+            with factory.begin() as session:
+                seed_stations(session)
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
+        raise DatabaseError(f"cannot use database {redact_url(url)}: {redact_text(reason)}") from None
+    return Database(url, engine, sessionmaker(engine, expire_on_commit=False))

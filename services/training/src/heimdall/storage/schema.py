@@ -1,0 +1,96 @@
+"""SQLAlchemy tables mirroring the acquisition service (DESIGN §4), identical on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+APPROVAL_STATUSES = ("pending", "approved", "rejected")
+
+
+class Base(DeclarativeBase):
+    """Declarative base; Alembic migrations are the source of truth for DDL, this for queries."""
+
+
+class WebSDRStation(Base):
+    __tablename__ = "websdr_stations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    url: Mapped[str | None] = mapped_column(String(512))
+    latitude: Mapped[float] = mapped_column(Float, nullable=False)
+    longitude: Mapped[float] = mapped_column(Float, nullable=False)
+    altitude_asl: Mapped[float | None] = mapped_column(Float)
+    frequency_min_hz: Mapped[float | None] = mapped_column(Float)
+    frequency_max_hz: Mapped[float | None] = mapped_column(Float)
+    is_active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+
+
+class KnownSource(Base):
+    __tablename__ = "known_sources"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), nullable=False)
+    latitude: Mapped[float] = mapped_column(Float, nullable=False)
+    longitude: Mapped[float] = mapped_column(Float, nullable=False)
+    altitude_m: Mapped[float | None] = mapped_column(Float)
+    power_dbm: Mapped[float | None] = mapped_column(Float)
+    error_margin_meters: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    frequency_hz: Mapped[float | None] = mapped_column(Float)
+
+
+class RecordingSession(Base):
+    __tablename__ = "recording_sessions"
+    __table_args__ = (
+        CheckConstraint(
+            "approval_status IN ('pending', 'approved', 'rejected')", name="ck_recording_sessions_approval"
+        ),
+        Index("ix_recording_sessions_dataset_status", "dataset", "approval_status"),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    known_source_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("known_sources.id"))
+    acquisition_task_id: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    dataset: Mapped[str] = mapped_column(String(128), nullable=False)
+    session_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    duration_seconds: Mapped[float] = mapped_column(Float, nullable=False)
+    approval_status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    notes: Mapped[str | None] = mapped_column(Text)
+
+
+class Measurement(Base):
+    __tablename__ = "measurements"
+    __table_args__ = (Index("ix_measurements_session", "recording_session_id"),)
+
+    timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    websdr_station_id: Mapped[int] = mapped_column(Integer, ForeignKey("websdr_stations.id"), nullable=False)
+    recording_session_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("recording_sessions.id"), nullable=False
+    )
+    frequency_hz: Mapped[float] = mapped_column(Float, nullable=False)
+    signal_strength_db: Mapped[float | None] = mapped_column(Float)
+    snr_db: Mapped[float | None] = mapped_column(Float)
+    frequency_offset_hz: Mapped[float | None] = mapped_column(Float)
+    iq_data_location: Mapped[str | None] = mapped_column(String(512))
+    iq_data_format: Mapped[str | None] = mapped_column(String(32))
+    iq_sample_rate: Mapped[float | None] = mapped_column(Float)
+    iq_samples_count: Mapped[int | None] = mapped_column(Integer)
+    duration_seconds: Mapped[float | None] = mapped_column(Float)
+    receiver_latitude: Mapped[float | None] = mapped_column(Float)
+    receiver_longitude: Mapped[float | None] = mapped_column(Float)
+    receiver_altitude: Mapped[float | None] = mapped_column(Float)

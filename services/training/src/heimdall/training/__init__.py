@@ -1,0 +1,1 @@
+"""Training: run configuration, the LightningModule and the run that ties data, model and export."""

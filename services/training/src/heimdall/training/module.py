@@ -1,0 +1,82 @@
+"""The LightningModule: a network injected from outside, one shared step for every stage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch import Tensor, nn
+
+from heimdall.loss import gaussian_nll_2d
+
+Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+
+
+class LocalizationModule(pl.LightningModule):
+    """Gaussian-NLL training of a localisation network; validation reports median error in metres."""
+
+    def __init__(self, net: nn.Module, learning_rate: float, weight_decay: float, epochs: int) -> None:
+        super().__init__()
+        self.net = net
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.epochs = epochs
+        self.save_hyperparameters(ignore=["net"])
+        self._val_errors: list[Tensor] = []
+        self.history: list[dict[str, float]] = []
+
+    def forward(self, spectrogram: Tensor, scalars: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        return self.net(spectrogram, scalars, mask)
+
+    def model_step(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Loss and per-session error (m) of one batch; shared by train, validation and test."""
+        spec, scal, mask, target, sigma = batch
+        position, scale_tril = self.net(spec, scal, mask)
+        nll = gaussian_nll_2d(position, scale_tril, target, sigma)
+        error = torch.linalg.vector_norm(position.detach() - target, dim=-1)
+        return nll.mean(), error
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        loss, _ = self.model_step(batch)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch[0].shape[0])
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        loss, error = self.model_step(batch)
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=batch[0].shape[0])
+        self._val_errors.append(error)
+
+    def on_validation_epoch_end(self) -> None:
+        if self._val_errors:
+            median = torch.cat(self._val_errors).median()
+            self.log("val_median_error_m", median, prog_bar=True)
+            self._val_errors.clear()
+
+    def on_train_epoch_end(self) -> None:
+        metrics = self.trainer.callback_metrics
+        row = {"epoch": float(self.current_epoch)}
+        for key in ("train_loss", "val_loss", "val_median_error_m"):
+            if key in metrics:
+                row[key] = float(metrics[key])
+        self.history.append(row)
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        opt = torch.optim.AdamW(self.net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs), eta_min=self.learning_rate * 0.02)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+@torch.no_grad()
+def predict_arrays(net: nn.Module, spec: Tensor, scal: Tensor, mask: Tensor, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (N,2) and covariances (N,2,2) in float64 metres for whole arrays, in eval mode."""
+    from heimdall.loss import covariance_from_tril
+
+    was_training = net.training
+    net.eval()
+    pos, cov = [], []
+    for i in range(0, spec.shape[0], batch):
+        p, tril = net(spec[i : i + batch], scal[i : i + batch], mask[i : i + batch])
+        pos.append(p.double().numpy())
+        cov.append(covariance_from_tril(tril).double().numpy())
+    net.train(was_training)
+    return np.concatenate(pos), np.concatenate(cov)

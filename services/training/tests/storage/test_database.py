@@ -1,0 +1,107 @@
+"""Schema, migrations and station seeding on SQLite and on the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import inspect, select, text
+
+from heimdall.stations import NW_ITALY_STATIONS
+from heimdall.storage.database import DatabaseError, open_database, upgrade_schema
+from heimdall.storage.schema import WebSDRStation
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/h.db"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_schema_and_seeded_network(db_url: str) -> None:
+    db = open_database(db_url)
+    insp = inspect(db.engine)
+    assert {"websdr_stations", "known_sources", "recording_sessions", "measurements"} <= set(
+        insp.get_table_names()
+    )
+    assert insp.get_pk_constraint("measurements")["constrained_columns"] == ["timestamp", "id"]
+    cols = {c["name"]: c for c in insp.get_columns("measurements")}
+    for nullable in ("iq_data_location", "receiver_latitude", "receiver_longitude", "receiver_altitude"):
+        assert cols[nullable]["nullable"]
+    assert "dataset" in {c["name"] for c in insp.get_columns("recording_sessions")}
+    assert any(ix["column_names"] == ["timestamp"] for ix in insp.get_indexes("measurements"))
+    with db.sessions() as s:
+        rows = {r.id: r for r in s.scalars(select(WebSDRStation))}
+    assert len(rows) == 7
+    for st in NW_ITALY_STATIONS:
+        assert (rows[st.id].name, rows[st.id].latitude, rows[st.id].longitude) == (
+            st.name,
+            st.latitude,
+            st.longitude,
+        )
+        assert rows[st.id].altitude_asl == st.altitude_asl
+    db.dispose()
+
+
+def test_migrations_and_seeding_are_idempotent(db_url: str) -> None:
+    db = open_database(db_url)
+    db.dispose()
+    db = open_database(db_url)
+    assert upgrade_schema(db.engine) == "0001"
+    with db.sessions() as s:
+        assert s.execute(text("SELECT count(*) FROM websdr_stations")).scalar() == 7
+    db.dispose()
+
+
+def test_approval_status_is_constrained(db_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy.exc import IntegrityError
+
+    from heimdall.storage.schema import RecordingSession
+
+    db = open_database(db_url)
+    with pytest.raises(IntegrityError), db.sessions.begin() as s:
+        s.add(
+            RecordingSession(
+                id=__import__("uuid").uuid4(),
+                acquisition_task_id="t",
+                dataset="x",
+                session_start=datetime.now(UTC),
+                duration_seconds=1.0,
+                approval_status="maybe",
+            )
+        )
+    db.dispose()
+
+
+def test_timescale_absence_is_logged_once(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    url = f"sqlite:///{tmp_path}/log.db"
+    with caplog.at_level("WARNING", logger="heimdall.storage"):
+        open_database(url).dispose()
+        open_database(url).dispose()
+    said = [r for r in caplog.records if "TimescaleDB" in r.getMessage()]
+    assert len(said) == 1 and "plain table with a time index" in said[0].getMessage()
+
+
+def test_unreachable_database_fails_fast_without_password() -> None:
+    start = time.monotonic()
+    with pytest.raises(DatabaseError) as err:
+        open_database("postgresql://heimdall:s3cr3t-pw@127.0.0.1:1/heimdall", connect_timeout_s=2)
+    assert time.monotonic() - start < 10
+    assert "127.0.0.1:1" in str(err.value) and "s3cr3t-pw" not in str(err.value)
+    assert "***" in str(err.value)
+
+
+def test_silent_database_server_times_out(silent_tcp_server: int) -> None:
+    start = time.monotonic()
+    with pytest.raises(DatabaseError) as err:
+        open_database(f"postgresql://u:hunter2@127.0.0.1:{silent_tcp_server}/db", connect_timeout_s=2)
+    assert time.monotonic() - start < 10
+    assert "hunter2" not in str(err.value)
+
+
+def test_unsupported_database_url() -> None:
+    with pytest.raises(DatabaseError, match="unsupported database URL"):
+        open_database("mysql://root:pw@localhost/x")
