@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the heimdall package beside this file
 
-from heimdall.cli import app  # noqa: E402
+from heimdall.cli import app
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,9 @@ NAMESPACE = uuid.UUID("2f1b6c1e-8a39-4d5e-9d1c-0c7a4a1e9b11")
 def make_iq(rng: np.random.Generator, n: int = 512, power_dbm: float = -100.0) -> np.ndarray:
     """A 1 kHz carrier at `power_dbm` over a -127 dBm noise floor (sqrt(mW) units): clearly heard."""
     noise = np.sqrt(10 ** (-127.0 / 10) / 2) * (rng.standard_normal(n) + 1j * rng.standard_normal(n))
-    tone = np.sqrt(10 ** (power_dbm / 10)) * np.exp(2j * np.pi * 1000.0 * np.arange(n) / 12_500.0 + 1j * rng.uniform(0, 6.3))
+    tone = np.sqrt(10 ** (power_dbm / 10)) * np.exp(
+        2j * np.pi * 1000.0 * np.arange(n) / 12_500.0 + 1j * rng.uniform(0, 6.3)
+    )
     return (tone + noise).astype(np.complex64)
 
 

@@ -256,6 +256,8 @@ def export_onnx(
     clash = sorted(_RESERVED_KEYS.intersection(metadata))
     if clash:
         raise ValueError(f"metadata keys {clash} are written by export_onnx itself")
+    if "model_id" in metadata:
+        _check_model_id(metadata["model_id"])  # fail now, not at upload after parity and timing
     missing = [k for k in _REQUIRED_CALLER_KEYS if k not in metadata]
     if missing:
         raise ValueError(f"metadata is missing {missing} (see model_metadata())")

@@ -216,6 +216,17 @@ def _number(path: Path, where: dict[str, Any], key: str, required: bool = False)
     return float(value)
 
 
+def _uuid(path: Path, where: dict[str, Any], key: str) -> uuid.UUID | None:
+    """A UUID from metadata (None if absent); a malformed one is an error naming the file."""
+    value = where.get(key)
+    if value is None:
+        return None
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise InterchangeError(f"{path}: {key} {value!r} is not a UUID") from None
+
+
 def find_recordings(paths: Iterable[str | Path]) -> list[Path]:
     """The `.sigmf-meta` of each path (meta, data, base name, or a folder of recordings), deduplicated."""
     metas: dict[Path, None] = {}
@@ -231,6 +242,9 @@ def _open(path: Path) -> SigMFFile:
     """Read and schema-validate the metadata, checking core:sha512 against the data when present."""
     if not path.is_file():
         raise InterchangeError(f"{path}: metadata file not found")
+    data = get_sigmf_filenames(path)["data_fn"]
+    if data.is_file() and data.stat().st_size == 0:  # numpy cannot even map it
+        raise InterchangeError(f"{path}: the data file {data} holds no samples")
     try:
         rec = sigmf.fromfile(path)
         rec.validate()
@@ -242,7 +256,6 @@ def _open(path: Path) -> SigMFFile:
     if not isinstance(rec, SigMFFile):
         raise InterchangeError(f"{path}: a SigMF collection or archive, not a single recording")
     if rec.data_file is None:
-        data = get_sigmf_filenames(path)["data_fn"]
         raise InterchangeError(f"{path}: its data file {data} is missing")
     return rec
 
@@ -301,10 +314,13 @@ def read_recording(path: Path) -> Recording:
     with open(rec.data_file, "rb") as f:
         sha256 = hashlib.file_digest(f, "sha256").hexdigest()
     hw = rec.get_global_field(sigmf.HW_KEY)
+    rate = _number(path, rec.get_global_info(), sigmf.SAMPLE_RATE_KEY, required=True) or 0.0
+    if rate <= 0:
+        raise InterchangeError(f"{path}: {sigmf.SAMPLE_RATE_KEY} must be > 0, got {rate}")
     return Recording(
         path=path,
         iq=iq,
-        sample_rate=_number(path, rec.get_global_info(), sigmf.SAMPLE_RATE_KEY, required=True),  # type: ignore[arg-type]
+        sample_rate=rate,
         frequency_hz=_number(path, capture, sigmf.FREQUENCY_KEY, required=True),  # type: ignore[arg-type]
         start=_start(path, capture),
         latitude=lat,
@@ -316,21 +332,11 @@ def read_recording(path: Path) -> Recording:
     )
 
 
-def _session_key(r: Recording) -> uuid.UUID | None:
-    value = r.ext.get(SESSION_ID)
-    if value is None:
-        return None
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        raise InterchangeError(f"{r.path}: {SESSION_ID} {value!r} is not a UUID") from None
-
-
 def _groups(recordings: Sequence[Recording]) -> list[tuple[uuid.UUID, list[Recording]]]:
     """Recordings per session; those without a session id form one session named by their content."""
     by_key: dict[uuid.UUID | None, list[Recording]] = {}
     for r in recordings:
-        by_key.setdefault(_session_key(r), []).append(r)
+        by_key.setdefault(_uuid(r.path, r.ext, SESSION_ID), []).append(r)
     return [
         (key or uuid.uuid5(IMPORT_NAMESPACE, ",".join(sorted(r.sha256 for r in group))), group)
         for key, group in by_key.items()
@@ -348,7 +354,7 @@ def _source(sid: uuid.UUID, group: list[Recording], override: Truth | None) -> S
     given = {json.dumps(r.ext[TRUTH], sort_keys=True): r for r in group if r.ext.get(TRUTH) is not None}
     if len(given) > 1:
         raise InterchangeError(
-            f"session {sid}: {TRUTH} differs between {', '.join(map(str, given.values()))}"
+            f"session {sid}: {TRUTH} differs between {', '.join(str(r.path) for r in given.values())}"
         )
     if not given:
         return None
@@ -359,12 +365,8 @@ def _source(sid: uuid.UUID, group: list[Recording], override: Truth | None) -> S
     lat, lon = _number(r.path, t, "latitude", True), _number(r.path, t, "longitude", True)
     if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):  # type: ignore[operator]
         raise InterchangeError(f"{r.path}: {TRUTH} position ({lat}, {lon}) is out of range")
-    try:
-        source_id = uuid.UUID(str(t["source_id"])) if t.get("source_id") else uuid.uuid5(sid, "known_source")
-    except ValueError:
-        raise InterchangeError(f"{r.path}: {TRUTH}.source_id {t['source_id']!r} is not a UUID") from None
     return SourceRecord(
-        id=source_id,
+        id=_uuid(r.path, t, "source_id") or uuid.uuid5(sid, "known_source"),
         name=str(t.get("name") or f"sigmf import {sid}")[:256],
         latitude=lat,  # type: ignore[arg-type]
         longitude=lon,  # type: ignore[arg-type]
@@ -384,6 +386,10 @@ class _Station:
     altitude_asl: float | None
 
 
+def _distance_m(st: _Station, r: Recording) -> float:
+    return float(haversine_m(st.latitude, st.longitude, r.latitude, r.longitude))
+
+
 @dataclass
 class _Stations:
     """The station table plus the stations this import will add, for matching recordings to receivers."""
@@ -397,35 +403,30 @@ class _Stations:
             rows = q.scalars(select(WebSDRStation).order_by(WebSDRStation.id))
             return cls([_Station(s.id, s.name, s.latitude, s.longitude, s.altitude_asl) for s in rows])
 
-    def _distance(self, st: _Station, r: Recording) -> float:
-        return float(haversine_m(st.latitude, st.longitude, r.latitude, r.longitude))
-
     def resolve(self, r: Recording) -> _Station:
         """By heimdall:station_id (if that row is plausibly the same receiver), else nearest, else new."""
         everyone = self.known + self.new
         sid, name = r.ext.get(STATION_ID), r.ext.get(STATION_NAME)
+        sid = sid if isinstance(sid, int) and not isinstance(sid, bool) and sid > 0 else None
+        name = name.strip() if isinstance(name, str) and name.strip() else None
         for st in everyone:
-            if st.id == sid and (st.name == name or self._distance(st, r) <= STATION_MATCH_M):
+            if st.id == sid and (st.name == name or _distance_m(st, r) <= STATION_MATCH_M):
                 return st
-        if everyone:
-            nearest = min(everyone, key=lambda st: self._distance(st, r))
-            if self._distance(nearest, r) <= STATION_MATCH_M:
-                return nearest
+        nearest = min(everyone, key=lambda st: _distance_m(st, r), default=None)
+        if nearest is not None and _distance_m(nearest, r) <= STATION_MATCH_M:
+            return nearest
         return self._create(r, sid, name)
 
-    def _create(self, r: Recording, sid: object, name: object) -> _Station:
+    def _create(self, r: Recording, sid: int | None, name: str | None) -> _Station:
         everyone = self.known + self.new
         taken_ids, taken_names = {s.id for s in everyone}, {s.name for s in everyone}
-        free_sid = isinstance(sid, int) and not isinstance(sid, bool) and sid > 0 and sid not in taken_ids
-        new_id = sid if free_sid else max(taken_ids, default=0) + 1
-        base = (
-            name if isinstance(name, str) and name.strip() else r.hw or r.path.name.removesuffix(META_EXT)
-        )[:120]
+        new_id = sid if sid is not None and sid not in taken_ids else max(taken_ids, default=0) + 1
+        base = (name or r.hw or r.path.name.removesuffix(META_EXT))[:120]
         unique, n = base, 1
         while unique in taken_names:
             n += 1
             unique = f"{base} ({n})"
-        st = _Station(new_id, unique, r.latitude, r.longitude, r.altitude)  # type: ignore[arg-type]
+        st = _Station(new_id, unique, r.latitude, r.longitude, r.altitude)
         self.new.append(st)
         return st
 
@@ -442,19 +443,9 @@ class _Stations:
 
 
 def _measurement(sid: uuid.UUID, r: Recording, st: _Station) -> MeasurementRecord:
-    moved = float(haversine_m(st.latitude, st.longitude, r.latitude, r.longitude)) > SAME_POSITION_M
-    try:
-        mid = (
-            uuid.UUID(str(r.ext[MEASUREMENT_ID]))
-            if MEASUREMENT_ID in r.ext
-            else uuid.uuid5(sid, f"station/{st.id}")
-        )
-    except ValueError:
-        raise InterchangeError(
-            f"{r.path}: {MEASUREMENT_ID} {r.ext[MEASUREMENT_ID]!r} is not a UUID"
-        ) from None
+    moved = _distance_m(st, r) > SAME_POSITION_M
     return MeasurementRecord(
-        id=mid,
+        id=_uuid(r.path, r.ext, MEASUREMENT_ID) or uuid.uuid5(sid, f"station/{st.id}"),
         timestamp=r.start,
         station_id=st.id,
         frequency_hz=r.frequency_hz,

@@ -73,7 +73,7 @@ def test_datamodule_uses_training_statistics(sim_services, cache_root) -> None:
     tr = a.indices("train")
     expected = NormStats.fit(a.spectrogram[tr], a.scalars[tr], a.mask[tr])
     assert np.allclose(dm.stats.scalar_mean, expected.scalar_mean)
-    spec, scal, mask, target, sigma = next(iter(dm.train_dataloader()))
+    spec, scal, mask, _, _ = next(iter(dm.train_dataloader()))
     assert spec.shape[0] == 8 and scal.shape == (8, 7, 4) and mask.dtype.__str__() == "torch.bool"
     assert abs(float(dm.datasets["train"].scalars[..., 0].mean())) < 0.2  # standardised on train
     batches = [b[3] for b in dm.train_dataloader()]
@@ -84,12 +84,16 @@ def test_datamodule_uses_training_statistics(sim_services, cache_root) -> None:
 
 
 def test_dataset_from_database(sim_services, cache_root) -> None:
-    ds = HeimdallDataset.from_database(sim_services.db, sim_services.store, LABEL, "val", cache_root=cache_root)
+    ds = HeimdallDataset.from_database(
+        sim_services.db, sim_services.store, LABEL, "val", cache_root=cache_root
+    )
     assert len(ds) >= 1 and len(ds[0]) == 5
 
 
 def test_empty_approved_set_names_labels(sim_services, cache_root) -> None:
-    with pytest.raises(DatasetError, match=r"no approved sessions for dataset\(s\) \['nope'\].*sim:nw-italy-v1"):
+    with pytest.raises(
+        DatasetError, match=r"no approved sessions for dataset\(s\) \['nope'\].*sim:nw-italy-v1"
+    ):
         load_session_arrays(sim_services.db, sim_services.store, ["nope"], FeatureConfig(), cache_root)
 
 
@@ -114,7 +118,9 @@ def test_sessions_with_few_receivers_are_skipped_and_counted(small_services, cac
     a = load_session_arrays(s.db, s.store, ["test:unit"], FeatureConfig(), cache_root)
     assert len(a.session_ids) == 4 and a.skipped == {"fewer_than_3_usable_receivers": 1}
     with pytest.raises(DatasetError, match="none of the 1 approved sessions"):
-        load_session_arrays(s.db, s.store, ["test:unit"], FeatureConfig(), cache_root, max_sessions=1, min_receivers=4)
+        load_session_arrays(
+            s.db, s.store, ["test:unit"], FeatureConfig(), cache_root, max_sessions=1, min_receivers=4
+        )
 
 
 def test_missing_iq_object_is_a_clear_error(small_services, cache_root) -> None:
@@ -130,7 +136,9 @@ def test_corrupt_iq_object_is_a_clear_error(small_services, cache_root) -> None:
     s = small_services
     rec = make_session_record(0, n_samples=512)
     write_sessions(s.db, s.store, s.settings.raw_iq_bucket, [rec])
-    s.store.put_bytes(s.settings.raw_iq_bucket, f"sessions/{rec.acquisition_task_id}/websdr_3.npy", b"garbage")
+    s.store.put_bytes(
+        s.settings.raw_iq_bucket, f"sessions/{rec.acquisition_task_id}/websdr_3.npy", b"garbage"
+    )
     with pytest.raises(IQDataError, match="station 3"):
         load_session_arrays(s.db, s.store, ["test:unit"], FeatureConfig(), cache_root)
 
@@ -149,6 +157,11 @@ def test_non_finite_row_value_is_refused(small_services, cache_root) -> None:
     s = small_services
     rec = make_session_record(0, with_iq=False)
     bad = dataclasses.replace(rec.measurements[0], signal_strength_db=float("inf"))
-    write_sessions(s.db, s.store, s.settings.raw_iq_bucket, [dataclasses.replace(rec, measurements=(bad, *rec.measurements[1:]))])
+    write_sessions(
+        s.db,
+        s.store,
+        s.settings.raw_iq_bucket,
+        [dataclasses.replace(rec, measurements=(bad, *rec.measurements[1:]))],
+    )
     with pytest.raises(DatasetError, match=f"non-finite features for session {rec.id}, station 1"):
         load_session_arrays(s.db, s.store, ["test:unit"], FeatureConfig(), cache_root)

@@ -61,8 +61,11 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INF
 
 def register_commands() -> None:
     """Import the command modules so their decorators attach to the apps above."""
-    from heimdall.cli import data_commands, train_commands  # noqa: F401
-    from heimdall.cli import interchange_commands  # noqa: F401
+    from heimdall.cli import (  # noqa: F401
+        data_commands,
+        interchange_commands,
+        train_commands,
+    )
 
 
 register_commands()

@@ -24,10 +24,14 @@ BATCH = 64
 @app.command()
 @user_errors
 def simulate(
-    scenario: str = typer.Option("nw-italy-v1", "--scenario", help="Shipped scenario name or a scenario YAML path."),
+    scenario: str = typer.Option(
+        "nw-italy-v1", "--scenario", help="Shipped scenario name or a scenario YAML path."
+    ),
     sessions: int = typer.Option(300, "--sessions", help="Number of kept sessions (heard by ≥ 3 receivers)."),
     seed: int = typer.Option(0, "--seed", help="Draws sessions inside the scenario's fixed world."),
-    duration: float | None = typer.Option(None, "--duration", help="Seconds of IQ per receiver (default 0.5)."),
+    duration: float | None = typer.Option(
+        None, "--duration", help="Seconds of IQ per receiver (default 0.5)."
+    ),
     start: int = typer.Option(0, "--start", help="First session index (to extend or shard a run)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -59,8 +63,9 @@ def simulate(
     elapsed = time.perf_counter() - t0
     rate = sessions / elapsed if elapsed > 0 else float("inf")
     typer.echo(
-        f"simulated {sessions} sessions of {spec.name} (seed {seed}): {written} written, {skipped} already present, "
-        f"{elapsed:.1f} s ({rate:.0f} sessions/s) into {services.db.safe_url} + {services.store.url}"
+        f"simulated {sessions} sessions of {spec.name} (seed {seed}): {written} written, "
+        f"{skipped} already present, {elapsed:.1f} s ({rate:.0f} sessions/s) "
+        f"into {services.db.safe_url} + {services.store.url}"
     )
 
 

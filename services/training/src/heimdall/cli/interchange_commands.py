@@ -96,11 +96,12 @@ def import_sigmf_command(
 def export_sigmf_command(
     session_id: Annotated[str, typer.Argument(help="Recording session id (UUID).")],
     out_dir: Annotated[Path, typer.Argument(help="Folder to write into (created if missing).")],
+    author: str | None = typer.Option(None, "--author", help="core:author of the recordings (optional)."),
 ) -> None:
     """Export one session as SigMF: a .sigmf-meta/.sigmf-data pair per receiver with IQ."""
     services = open_services()
     try:
-        metas = export_session_sigmf(services.db, services.store, session_id, out_dir)
+        metas = export_session_sigmf(services.db, services.store, session_id, out_dir, author=author)
     finally:
         services.close()
     typer.echo(f"exported session {session_id}: {len(metas)} SigMF recording(s) into {out_dir}")

@@ -79,7 +79,12 @@ def _features_for(
         raise DatasetError(f"session {session.id}: receivers recorded different lengths {sorted(counts)}")
     iq = np.stack(
         [
-            load_iq(store, *m.iq_bucket_key, m.iq_samples_count, context=f"session {session.id}, station {m.station_id}")  # type: ignore[misc]
+            load_iq(
+                store,
+                *m.iq_bucket_key,
+                m.iq_samples_count,
+                context=f"session {session.id}, station {m.station_id}",
+            )  # type: ignore[misc]
             for m in rows
         ]
     )

@@ -65,7 +65,9 @@ class FeatureCache:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, station_ids=features.station_ids, log_mel=features.log_mel, scalars=features.scalars)
+                np.savez(
+                    f, station_ids=features.station_ids, log_mel=features.log_mel, scalars=features.scalars
+                )
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

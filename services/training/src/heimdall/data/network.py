@@ -63,7 +63,7 @@ class ReceiverNetwork:
         seen: dict[int, tuple[str, list[float], list[float]]] = {}
         for s in sessions:
             for m in s.measurements:
-                name, lats, lons = seen.setdefault(m.station_id, (m.station_name, [], []))
+                _, lats, lons = seen.setdefault(m.station_id, (m.station_name, [], []))
                 lats.append(m.receiver_latitude)
                 lons.append(m.receiver_longitude)
         ids = tuple(sorted(seen))

@@ -26,7 +26,9 @@ class NormStats:
     def fit(cls, spectrogram: np.ndarray, scalars: np.ndarray, mask: np.ndarray) -> NormStats:
         """Per-band and per-scalar mean/std over present receivers of the given (training) sessions."""
         if not mask.any():
-            raise ValueError("cannot fit normalisation statistics: no receiver is present in the training split")
+            raise ValueError(
+                "cannot fit normalisation statistics: no receiver is present in the training split"
+            )
         present = spectrogram[mask]  # (M, C, F)
         if present.shape[1] > 0:
             spec_mean = present.mean(axis=(0, 2), dtype=np.float64)

@@ -27,7 +27,12 @@ def onnx_inputs_for(
             loc = m.iq_bucket_key
             if loc is None or not arrays.mask[i, index[m.station_id]]:
                 continue
-            iq = load_iq(services.store, *loc, m.iq_samples_count, context=f"session {session.id}, station {m.station_id}")
+            iq = load_iq(
+                services.store,
+                *loc,
+                m.iq_samples_count,
+                context=f"session {session.id}, station {m.station_id}",
+            )
             if batch is None:
                 batch = np.zeros((len(indices), arrays.network.size, 2, iq.size), np.float32)
             batch[b, index[m.station_id]] = iq_complex_to_real(iq)

@@ -18,9 +18,9 @@ def weighted_centroid(
     Exponent 0 is the plain centroid of hearing receivers, 1 weights by power in mW; computed in
     dB (w = 10^(exponent·(P − max P)/10)) so no weight underflows.
     """
-    p = np.where(heard, power_dbm, -np.inf)
-    top = np.max(p, axis=1, keepdims=True)
-    w = np.where(heard, 10.0 ** (exponent * (p - top) / 10.0), 0.0)
+    top = np.max(np.where(heard, power_dbm, -np.inf), axis=1, keepdims=True)
+    rel = np.where(heard, power_dbm - top, 0.0)
+    w = np.where(heard, 10.0 ** (exponent * rel / 10.0), 0.0)
     w_sum = w.sum(axis=1, keepdims=True)
     if np.any(w_sum <= 0):
         raise ValueError("weighted centroid needs at least one hearing receiver per session")

@@ -14,7 +14,11 @@ import numpy as np
 from heimdall.geo import haversine_m
 
 CHI2_2DOF_95 = 5.991464547107979
-NOMINAL_COVERAGE = {"coverage_1sigma": 1 - math.exp(-0.5), "coverage_2sigma": 1 - math.exp(-2.0), "coverage_95": 0.95}
+NOMINAL_COVERAGE = {
+    "coverage_1sigma": 1 - math.exp(-0.5),
+    "coverage_2sigma": 1 - math.exp(-2.0),
+    "coverage_95": 0.95,
+}
 
 
 def error_summary(errors_m: np.ndarray) -> dict[str, float]:
@@ -45,7 +49,9 @@ def _total_cov(cov: np.ndarray, truth_sigma_m: np.ndarray | None) -> np.ndarray:
     return c
 
 
-def mahalanobis_sq(pred_enu: np.ndarray, cov: np.ndarray, truth_enu: np.ndarray, truth_sigma_m=None) -> np.ndarray:
+def mahalanobis_sq(
+    pred_enu: np.ndarray, cov: np.ndarray, truth_enu: np.ndarray, truth_sigma_m=None
+) -> np.ndarray:
     """Squared Mahalanobis distance of each truth from its predicted Gaussian."""
     c = _total_cov(cov, truth_sigma_m)
     r = np.asarray(truth_enu, float) - np.asarray(pred_enu, float)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import threading
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -66,21 +66,24 @@ class FileObjectStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.url = self.root.resolve().as_uri()
+        self._dirs: set[Path] = set()
 
     def _path(self, bucket: str, key: str) -> Path:
         return self.root / validate_bucket(bucket) / validate_key(key)
 
     def put_bytes(self, bucket: str, key: str, data: bytes) -> None:
         path = self._path(bucket, key)
+        tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".part")
+            if path.parent not in self._dirs:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._dirs.add(path.parent)
             try:
-                with os.fdopen(fd, "wb") as f:
+                with open(tmp, "wb") as f:
                     f.write(data)
                 os.replace(tmp, path)
             except BaseException:
-                Path(tmp).unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
                 raise
         except OSError as exc:
             raise ObjectStoreError(f"cannot write {bucket}/{key} under {self.url}: {exc.strerror}") from None

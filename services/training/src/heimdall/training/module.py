@@ -38,7 +38,9 @@ class LocalizationModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss, _ = self.model_step(batch)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch[0].shape[0])
+        self.log(
+            "train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch[0].shape[0]
+        )
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
@@ -62,12 +64,16 @@ class LocalizationModule(pl.LightningModule):
 
     def configure_optimizers(self):  # type: ignore[no-untyped-def]
         opt = torch.optim.AdamW(self.net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.epochs), eta_min=self.learning_rate * 0.02)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+            opt, T_max=max(1, self.epochs), eta_min=self.learning_rate * 0.02
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
 
 @torch.no_grad()
-def predict_arrays(net: nn.Module, spec: Tensor, scal: Tensor, mask: Tensor, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
+def predict_arrays(
+    net: nn.Module, spec: Tensor, scal: Tensor, mask: Tensor, batch: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions (N,2) and covariances (N,2,2) in float64 metres for whole arrays, in eval mode."""
     from heimdall.loss import covariance_from_tril
 

@@ -73,7 +73,10 @@ def _check_splits(arrays: SessionArrays) -> dict[str, int]:
 
 def _trainer(config: TrainConfig, ckpt_dir: Path, progress: bool) -> tuple[pl.Trainer, ModelCheckpoint]:
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_last=True)
-    callbacks: list[pl.Callback] = [best, EarlyStopping(monitor="val_loss", mode="min", patience=config.patience)]
+    callbacks: list[pl.Callback] = [
+        best,
+        EarlyStopping(monitor="val_loss", mode="min", patience=config.patience),
+    ]
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
     devices: int | str = int(config.devices) if config.devices.isdigit() else config.devices
@@ -133,7 +136,9 @@ def run_training(
     counts = _check_splits(arrays)
     batch_size = min(config.batch_size, counts["train"])
     if batch_size < config.batch_size:
-        log.warning("batch size %d > %d training sessions: using %d", config.batch_size, counts["train"], batch_size)
+        log.warning(
+            "batch size %d > %d training sessions: using %d", config.batch_size, counts["train"], batch_size
+        )
     dm = HeimdallDataModule(arrays, batch_size=batch_size, seed=config.seed, num_workers=config.num_workers)
     net = build_net(config, arrays)
     module = LocalizationModule(net, config.learning_rate, config.weight_decay, config.epochs)
@@ -202,7 +207,11 @@ def _evaluate_and_export(
     wc_err = errors_m(np.stack([wlat, wlon], axis=1), arrays.truth_latlon[idx])
     baseline = {
         **error_summary(wc_err),
-        "tuning": {"parameter": "power_weight_exponent", "grid": list(wc.grid), "val_rmse_m": list(wc.val_rmse_m)},
+        "tuning": {
+            "parameter": "power_weight_exponent",
+            "grid": list(wc.grid),
+            "val_rmse_m": list(wc.val_rmse_m),
+        },
         "chosen": {"power_weight_exponent": wc.exponent},
     }
     plot_error_cdf({"model": err, "weighted centroid": wc_err}, out / "error_cdf.png")
@@ -261,7 +270,9 @@ def _export(
     return {
         "path": str(path),
         "object_key": f"{services.settings.models_bucket}/{key}",
-        "inputs": "iq (B,R,2,T) float32 + receiver_mask (B,R)" if from_iq else "scalars (B,R,4) + receiver_mask (B,R)",
+        "inputs": "iq (B,R,2,T) float32 + receiver_mask (B,R)"
+        if from_iq
+        else "scalars (B,R,4) + receiver_mask (B,R)",
         "max_position_diff_m": float(parity["max_position_diff_m"]),
         "max_covariance_rel_diff": float(parity["max_covariance_rel_diff"]),
         "size_bytes": path.stat().st_size,
@@ -270,33 +281,40 @@ def _export(
     }
 
 
+def _row(name: str, m: dict[str, float]) -> str:
+    cols = ("rmse_m", "median_error_m", "mean_error_m", "p90_error_m")
+    return f"| {name} | " + " | ".join(f"{m[c]:.0f}" for c in cols) + " |"
+
+
 def render_report_md(report: dict[str, Any]) -> str:
     t, b = report["test"], report["baselines"]["weighted_centroid"]
     o = report["onnx"]
+    exponent = b["chosen"]["power_weight_exponent"]
+    skipped = report["skipped_sessions"] or "none"
     lines = [
         f"# Heimdall training report — model `{report['model_id']}`",
         "",
         f"Datasets: {', '.join(report['datasets'])}; sessions train/val/test: "
-        f"{report['n_train']}/{report['n_val']}/{report['n_test']}; skipped: {report['skipped_sessions'] or 'none'}.",
+        f"{report['n_train']}/{report['n_val']}/{report['n_test']}; skipped: {skipped}.",
         "",
         "## Test split",
         "",
         "| method | RMSE (m) | median (m) | mean (m) | p90 (m) |",
         "|---|---|---|---|---|",
-        f"| LocalizationNet | {t['rmse_m']:.0f} | {t['median_error_m']:.0f} | {t['mean_error_m']:.0f} | {t['p90_error_m']:.0f} |",
-        f"| weighted centroid (exponent {b['chosen']['power_weight_exponent']}) | {b['rmse_m']:.0f} | "
-        f"{b['median_error_m']:.0f} | {b['mean_error_m']:.0f} | {b['p90_error_m']:.0f} |",
+        _row("LocalizationNet", t),
+        _row(f"weighted centroid (exponent {exponent})", b),
         "",
-        f"Calibration: 1σ coverage {t['coverage_1sigma']:.3f} (nominal 0.393), 2σ {t['coverage_2sigma']:.3f} "
-        f"(0.865), 95 % {t['coverage_95']:.3f}; NLL {t['nll']:.2f}; mean 95 % ellipse {t['mean_ellipse_area_km2']:.1f} km².",
+        f"Calibration: 1σ coverage {t['coverage_1sigma']:.3f} (nominal 0.393), "
+        f"2σ {t['coverage_2sigma']:.3f} (0.865), 95 % {t['coverage_95']:.3f}; NLL {t['nll']:.2f}; "
+        f"mean 95 % ellipse {t['mean_ellipse_area_km2']:.1f} km².",
         "",
         f"Weighted-centroid exponent tuned on validation over {b['tuning']['grid']}.",
         "",
         "## ONNX",
         "",
-        f"`{o['path']}` ({o['size_bytes'] / 1e6:.2f} MB, object `{o['object_key']}`): max position difference vs "
-        f"PyTorch {o['max_position_diff_m']:.3g} m over the test split; ONNX Runtime p50 {o['latency_ms_p50']:.2f} ms "
-        "per session on one thread.",
+        f"`{o['path']}` ({o['size_bytes'] / 1e6:.2f} MB, object `{o['object_key']}`): "
+        f"max position difference vs PyTorch {o['max_position_diff_m']:.3g} m over the test split; "
+        f"ONNX Runtime p50 {o['latency_ms_p50']:.2f} ms per session on one thread.",
         "",
         f"Training: {report['epochs_run']} epochs, {report['timing']['seconds_per_epoch']:.2f} s/epoch.",
         "",

@@ -1,0 +1,120 @@
+"""The `heimdall` CLI and the seed's entry point, run as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from heimdall.cli import app
+from heimdall.services import open_services
+from heimdall.storage.schema import Measurement, RecordingSession
+
+runner = CliRunner()
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["simulate"], ["train"], ["db"], ["db", "upgrade"], ["import"], ["export"]],
+)
+def test_help_everywhere(args: list[str]) -> None:
+    result = runner.invoke(app, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+def test_simulate_and_rerun_is_idempotent(embedded_env: Path) -> None:
+    r = runner.invoke(
+        app, ["simulate", "--sessions", "5", "--seed", "2", "--duration", "0.1", "--no-progress"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "5 written" in r.output
+    r = runner.invoke(
+        app, ["simulate", "--sessions", "5", "--seed", "2", "--duration", "0.1", "--no-progress"]
+    )
+    assert "0 written, 5 already present" in r.output
+    services = open_services()
+    with services.db.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(RecordingSession)) == 5
+        assert s.scalar(select(func.count()).select_from(Measurement)) == 35
+    assert len(services.store.list_keys("heimdall-raw-iq", "sessions/")) == 35
+    services.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["simulate", "--sessions", "-1"], "--sessions must be ≥ 0"),
+        (["simulate", "--scenario", "atlantis"], "nw-italy-v1"),
+        (["simulate", "--duration", "0.001"], "samples"),
+        (["simulate", "--duration", "-1"], "duration"),
+    ],
+)
+def test_simulate_bad_input_writes_nothing(embedded_env: Path, args: list[str], match: str) -> None:
+    r = runner.invoke(app, [*args, "--no-progress"])
+    assert r.exit_code == 2
+    assert match in r.output
+    assert not (embedded_env / "objects").exists()
+
+
+def test_malformed_scenario_file(embedded_env: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("name: mine\nreceivers: 3\n")
+    r = runner.invoke(app, ["simulate", "--scenario", str(bad), "--no-progress"])
+    assert r.exit_code == 2 and "mine.yaml" in r.output
+
+
+def test_unreachable_database_is_named_without_password(embedded_env: Path, monkeypatch) -> None:
+    monkeypatch.setenv("HEIMDALL_DATABASE_URL", "postgresql://heimdall:topsecret@127.0.0.1:1/h")
+    r = runner.invoke(app, ["simulate", "--sessions", "1", "--no-progress"])
+    assert r.exit_code == 2
+    assert "127.0.0.1:1" in r.output and "topsecret" not in r.output
+
+
+def test_db_upgrade(embedded_env: Path) -> None:
+    r = runner.invoke(app, ["db", "upgrade"])
+    assert r.exit_code == 0 and "latest schema revision" in r.output
+
+
+def test_invalid_train_config_value(embedded_env: Path) -> None:
+    r = runner.invoke(app, ["train", "--epochs", "0"])
+    assert r.exit_code == 2 and "epochs" in r.output
+
+
+def test_train_on_empty_database_is_clear(embedded_env: Path, tmp_path: Path) -> None:
+    r = runner.invoke(app, ["train", "--epochs", "1", "--output-dir", str(tmp_path / "m")])
+    assert r.exit_code == 2 and "no approved sessions" in r.output
+    assert not (tmp_path / "m" / "model.onnx").exists()
+
+
+@pytest.mark.slow
+def test_seed_entry_point_verbatim(embedded_env: Path, tmp_path: Path) -> None:
+    """`python services/training/src/train_model.py --epochs … --batch_size 32 …` after simulate."""
+    r = runner.invoke(
+        app, ["simulate", "--sessions", "12", "--seed", "4", "--duration", "0.1", "--no-progress"]
+    )
+    assert r.exit_code == 0, r.output
+    env = {**os.environ, "HEIMDALL_DATA_DIR": str(embedded_env)}
+    cmd = [
+        sys.executable,
+        str(SRC / "train_model.py"),
+        "--epochs",
+        "2",
+        "--batch_size",
+        "32",
+        "--learning_rate",
+        "1e-3",
+        "--output-dir",
+        str(tmp_path / "models"),
+        "--no-progress",
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "models" / "model.onnx").is_file()
+    assert "report:" in done.stdout
