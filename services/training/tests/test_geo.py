@@ -10,7 +10,9 @@ from heimdall.stations import NW_ITALY_STATIONS
 
 
 def test_round_trip_and_origin() -> None:
-    frame = LocalFrame.centred_on([s.latitude for s in NW_ITALY_STATIONS], [s.longitude for s in NW_ITALY_STATIONS])
+    frame = LocalFrame.centred_on(
+        [s.latitude for s in NW_ITALY_STATIONS], [s.longitude for s in NW_ITALY_STATIONS]
+    )
     assert np.allclose(frame.to_enu(frame.origin_lat, frame.origin_lon), 0.0, atol=1e-6)
     rng = np.random.default_rng(0)
     lat = frame.origin_lat + rng.uniform(-1, 1, 200)
@@ -34,6 +36,8 @@ def test_haversine_known_value() -> None:
 
 def test_ecef_inverse() -> None:
     lat, lon, h = ecef_to_geodetic([4_510_731.0, 4_510_731.0, 0.0])
-    assert lat == pytest.approx(0.0, abs=1e-9) and lon == pytest.approx(45.0) and h == pytest.approx(
-        np.hypot(4_510_731.0, 4_510_731.0) - 6_378_137.0, abs=1e-3
+    assert (
+        lat == pytest.approx(0.0, abs=1e-9)
+        and lon == pytest.approx(45.0)
+        and h == pytest.approx(np.hypot(4_510_731.0, 4_510_731.0) - 6_378_137.0, abs=1e-3)
     )

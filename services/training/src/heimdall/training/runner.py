@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import torch
 import yaml
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 
-from heimdall.data.arrays import SessionArrays, load_session_arrays
+from heimdall.data.arrays import DatasetError, SessionArrays, load_session_arrays
 from heimdall.data.dataset import HeimdallDataModule
 from heimdall.data.splits import ids_digest
 from heimdall.evaluate.baselines import tune_weighted_centroid
@@ -71,11 +73,48 @@ def _check_splits(arrays: SessionArrays) -> dict[str, int]:
     return counts
 
 
-def _trainer(config: TrainConfig, ckpt_dir: Path, progress: bool) -> tuple[pl.Trainer, ModelCheckpoint]:
+def apply_split_override(arrays: SessionArrays, split_override: Mapping[str, Sequence[str]]) -> SessionArrays:
+    """Keep exactly the sessions named in ``{"train"|"val"|"test": [session ids]}``, in those splits.
+
+    Used to re-run a recorded data snapshot (``heimdall train --from-run``); sessions loaded but not
+    named are left out, and a named session that is not available is an error naming it.
+    """
+    wanted: dict[str, str] = {}
+    for split, ids in split_override.items():
+        if split not in ("train", "val", "test"):
+            raise DatasetError(f"unknown split {split!r} in the split override (expected train/val/test)")
+        for sid in ids:
+            wanted[str(sid)] = split
+    have = [str(s) for s in arrays.session_ids]
+    missing = sorted(set(wanted) - set(have))
+    if missing:
+        shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
+        raise DatasetError(
+            f"{len(missing)} session(s) of the requested split are not among the {len(have)} usable approved "
+            f"sessions of {list(arrays.datasets)} (deleted, unapproved or skipped?): {shown}"
+        )
+    sel = np.array([i for i, sid in enumerate(have) if sid in wanted], dtype=np.int64)
+    return dataclasses.replace(
+        arrays,
+        session_ids=[arrays.session_ids[i] for i in sel],
+        splits=np.array([wanted[have[i]] for i in sel], dtype=object),
+        spectrogram=arrays.spectrogram[sel],
+        scalars=arrays.scalars[sel],
+        mask=arrays.mask[sel],
+        target_enu_m=arrays.target_enu_m[sel],
+        target_sigma_m=arrays.target_sigma_m[sel],
+        truth_latlon=arrays.truth_latlon[sel],
+    )
+
+
+def _trainer(
+    config: TrainConfig, ckpt_dir: Path, progress: bool, extra: Sequence[pl.Callback] = ()
+) -> tuple[pl.Trainer, ModelCheckpoint]:
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_last=True)
     callbacks: list[pl.Callback] = [
         best,
         EarlyStopping(monitor="val_loss", mode="min", patience=config.patience),
+        *extra,
     ]
     if progress:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
@@ -115,8 +154,14 @@ def run_training(
     resume: bool = False,
     progress: bool = True,
     model_id: str | None = None,
+    callbacks: Sequence[pl.Callback] = (),
+    split_override: Mapping[str, Sequence[str]] | None = None,
 ) -> TrainResult:
-    """Train, evaluate on the held-out split, export and verify ONNX, write the report."""
+    """Train, evaluate on the held-out split, export and verify ONNX, write the report.
+
+    ``callbacks`` join the Lightning trainer (e.g. per-epoch MLflow metrics); ``split_override``
+    (``{"train"|"val"|"test": [session ids]}``) replaces the hash-based split with a recorded one.
+    """
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(config.seed, workers=True)
@@ -133,6 +178,8 @@ def run_training(
         min_receivers=config.min_receivers,
     )
     load_s = time.perf_counter() - t_load
+    if split_override is not None:
+        arrays = apply_split_override(arrays, split_override)
     counts = _check_splits(arrays)
     batch_size = min(config.batch_size, counts["train"])
     if batch_size < config.batch_size:
@@ -143,7 +190,7 @@ def run_training(
     net = build_net(config, arrays)
     module = LocalizationModule(net, config.learning_rate, config.weight_decay, config.epochs)
     ckpt_dir = out / "checkpoints"
-    trainer, best_cb = _trainer(config, ckpt_dir, progress)
+    trainer, best_cb = _trainer(config, ckpt_dir, progress, callbacks)
     last = ckpt_dir / "last.ckpt"
     t_fit = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.exists() else None)

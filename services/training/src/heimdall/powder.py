@@ -1,0 +1,485 @@
+"""Import the POWDER 462.7 MHz outdoor RSS dataset (University of Utah) as power-only sessions.
+
+The dataset (``single_tx.csv`` + ``location_coordinates.json`` + the authors' ``random_test.json`` and
+``grid_test.json``, see ``shared/datasets/powder-462.7/README.md``) becomes rows of the acquisition
+format (DESIGN §4, §8), written through :func:`~heimdall.storage.recordings.write_sessions`:
+
+* one session per CSV row (one transmitter sample), ``dataset = 'powder'``, no IQ; its id is a uuid5
+  of the dataset label and the row's timestamp, so importing the same file again writes nothing;
+* truth = (``tx_x_coord``, ``tx_y_coord``) = (latitude, longitude) of the handheld's GPS, with
+  ``error_margin_meters = GPS_ERROR_M`` (5 m: a consumer GPS fix in the open, CEP of a few metres;
+  the source gives no figure), ``power_dbm = 30`` (the radios were set to 1 W) and 462.7 MHz;
+* one measurement per receiver that heard: ``signal_strength_db`` = its RSS (uncalibrated, relative
+  to each device), ``snr_db`` unknown. ``-101`` means the receiver was absent/not reporting and is
+  never stored. A bus receiver's position at that moment (``bus-N_x``/``bus-N_y``) is stored on the
+  measurement row (``receiver_latitude/longitude``: a moving receiver); coordinates of ``-1`` or
+  ``0.0`` mean the position is unknown, and a reading without a position is dropped (counted);
+* receivers become ``websdr_stations`` rows named ``powder:<column>`` with ids above every existing
+  (and every seeded) id, reused by name on re-import; a bus's row holds its mean position;
+* ``notes`` (JSON) record split membership: ``{"powder_random": "train"|"test", "powder_grid": ...,
+  "powder_timestamp": <the CSV timestamp>}`` from the test-set files (keyed by the same timestamp).
+
+The timestamps carry no time zone in the source; they are stored as if UTC (training only uses their
+order and spacing, e.g. to carve validation by time blocks). Every check runs before anything is
+written: a malformed file leaves the database untouched.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import json
+import math
+import time
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+
+from heimdall.stations import NW_ITALY_STATIONS
+from heimdall.storage.database import Database
+from heimdall.storage.objectstore import ObjectStore
+from heimdall.storage.recordings import MeasurementRecord, SessionRecord, SourceRecord, write_sessions
+from heimdall.storage.schema import APPROVAL_STATUSES, WebSDRStation
+
+DATASET = "powder"
+FREQUENCY_HZ = 462.7e6
+GPS_ERROR_M = 5.0  # truth uncertainty of the handheld's GPS fix (not given by the source; typical CEP)
+TX_POWER_DBM = 30.0  # Baofeng BF-F8HP set to 1 W
+SAMPLE_SECONDS = 10_000 / 2e6  # each RSS value is computed from N = 10,000 samples at 2 MS/s
+ABSENT_RSS = -101.0
+ABSENT_COORDS = (-1.0, 0.0)
+STATION_PREFIX = "powder:"
+NAMESPACE = uuid.UUID("5d0f3f0e-6a53-4c1e-9a55-0b1d3c2f4a62")
+TIMESTAMP, TX_LAT, TX_LON = "timestamp", "tx_x_coord", "tx_y_coord"
+BUS_SUFFIXES = ("_rss", "_x", "_y")
+SPLIT_FILES = {"powder_random": "random_test.json", "powder_grid": "grid_test.json"}
+COORDINATES_FILE = "location_coordinates.json"
+CHUNK = 500
+
+
+class PowderImportError(ValueError):
+    """The POWDER files cannot be imported; the message names the file, line or column. Nothing written."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    receiver: str  # CSV column (fixed) or bus name (without _rss)
+    rss_db: float
+    latitude: float | None = None  # set for bus receivers only
+    longitude: float | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One CSV row: a transmitter position and who heard it."""
+
+    line: int
+    timestamp: str
+    start: datetime
+    tx_lat: float
+    tx_lon: float
+    readings: tuple[Reading, ...]
+
+
+@dataclass
+class PowderData:
+    """The parsed, checked files (no database involved)."""
+
+    samples: list[Sample]
+    fixed: dict[str, tuple[float, float]]  # receiver column → (lat, lon), in CSV column order
+    buses: list[str]  # bus names in CSV column order
+    test_sets: dict[str, set[str]]  # split key → test timestamps
+    rss_cells: int = 0
+    absent_cells: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)  # rows, by reason
+    dropped: Counter[str] = field(default_factory=Counter)  # single readings, by reason
+
+
+@dataclass(frozen=True)
+class PowderImportResult:
+    """What an import found and stored."""
+
+    rows: int
+    sessions: int  # importable sessions (written now + already present)
+    written: int
+    already_present: int
+    skipped: dict[str, int]  # rows not imported, by reason
+    dropped_readings: dict[str, int]  # single receiver readings not stored, by reason
+    measurements: int
+    receivers: tuple[str, ...]  # station names used, fixed then bus
+    receivers_created: tuple[str, ...]
+    bus_receivers: int
+    absent_fraction: float  # share of RSS cells that were -101
+    test_sizes: dict[str, int]
+    seconds: float
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+
+def _number(text: str, where: str) -> float:
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise PowderImportError(f"{where}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise PowderImportError(f"{where}: {text!r} is not a finite number")
+    return value
+
+
+def _timestamp(text: str, where: str) -> datetime:
+    try:
+        ts = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise PowderImportError(f"{where}: timestamp {text!r} is not 'YYYY-MM-DD hh:mm:ss'") from None
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def read_coordinates(path: Path) -> dict[str, tuple[float, float] | None]:
+    """``location_coordinates.json``: a Python literal (tuples, None), so parsed with ast.literal_eval."""
+    try:
+        data = ast.literal_eval(Path(path).read_text())
+    except FileNotFoundError:
+        raise PowderImportError(
+            f"{path}: receiver coordinates file not found (give --coordinates)"
+        ) from None
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise PowderImportError(f"{path}: not a Python/JSON mapping of receiver coordinates: {exc}") from None
+    if not isinstance(data, dict):
+        raise PowderImportError(f"{path}: must map receiver names to (latitude, longitude) or None")
+    out: dict[str, tuple[float, float] | None] = {}
+    for name, pos in data.items():
+        if pos is None:
+            out[str(name)] = None
+            continue
+        if not (isinstance(pos, list | tuple) and len(pos) == 2):
+            raise PowderImportError(f"{path}: {name!r} must be (latitude, longitude) or None, got {pos!r}")
+        lat, lon = (_number(str(v), f"{path}: {name!r}") for v in pos)
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise PowderImportError(f"{path}: {name!r} position ({lat}, {lon}) is out of range")
+        out[str(name)] = (lat, lon)
+    return out
+
+
+def read_test_set(path: Path) -> dict[str, Any]:
+    """A test-set file: a JSON object keyed by the CSV timestamp ('YYYY-MM-DD hh:mm:ss')."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise PowderImportError(f"{path}: test-set file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PowderImportError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise PowderImportError(f"{path}: must be a JSON object keyed by sample timestamp")
+    return data
+
+
+def _columns(header: list[str], path: Path, coords: dict[str, tuple[float, float] | None]) -> tuple:
+    """(fixed receivers → column index, bus → (rss, x, y) indices); errors name the offending columns."""
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise PowderImportError(f"{path}: duplicate column(s) {dup}")
+    missing = [c for c in (TIMESTAMP, TX_LAT, TX_LON) if c not in header]
+    if missing:
+        raise PowderImportError(
+            f"{path}: missing required column(s) {missing} (timestamp and transmitter latitude/longitude)"
+        )
+    pos = {h: i for i, h in enumerate(header)}
+    buses: dict[str, tuple[int, int, int]] = {}
+    bus_cols: set[str] = set()
+    for h in header:
+        for suffix in BUS_SUFFIXES:
+            if h.endswith(suffix) and h != TX_LAT and h != TX_LON:
+                bus = h.removesuffix(suffix)
+                need = [bus + s for s in BUS_SUFFIXES]
+                absent = [c for c in need if c not in pos]
+                if absent:
+                    raise PowderImportError(
+                        f"{path}: moving receiver {bus!r} needs columns {need}; missing {absent}"
+                    )
+                buses.setdefault(bus, tuple(pos[c] for c in need))  # type: ignore[arg-type]
+                bus_cols.update(need)
+    fixed_cols = [h for h in header if h not in bus_cols and h not in (TIMESTAMP, TX_LAT, TX_LON)]
+    unknown = [h for h in fixed_cols if coords.get(h) is None]
+    if unknown:
+        raise PowderImportError(
+            f"{path}: RSS column(s) {unknown} name no fixed receiver with a position in the coordinates "
+            f"file (known fixed receivers: {sorted(k for k, v in coords.items() if v is not None)})"
+        )
+    return {h: pos[h] for h in fixed_cols}, buses
+
+
+def read_powder(
+    csv_path: Path,
+    coordinates: Path | None = None,
+    test_sets: dict[str, Path | None] | None = None,
+) -> PowderData:
+    """Parse and check the files. ``coordinates`` defaults to the CSV's sibling ``location_coordinates.json``;
+    ``test_sets`` maps split keys to files (default: the siblings of :data:`SPLIT_FILES` that exist)."""
+    csv_path = Path(csv_path)
+    coords = read_coordinates(Path(coordinates) if coordinates else csv_path.parent / COORDINATES_FILE)
+    if test_sets is None:
+        test_sets = {k: csv_path.parent / f for k, f in SPLIT_FILES.items() if (csv_path.parent / f).is_file()}
+    try:
+        f = csv_path.open(newline="")
+    except FileNotFoundError:
+        raise PowderImportError(f"{csv_path}: file not found") from None
+    with f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if not header:
+            raise PowderImportError(f"{csv_path}: empty file (no header row)")
+        header = [h.strip() for h in header]
+        fixed_idx, bus_idx = _columns(header, csv_path, coords)
+        data = PowderData([], {h: coords[h] for h in fixed_idx}, list(bus_idx), {})  # type: ignore[misc]
+        i_ts, i_lat, i_lon = header.index(TIMESTAMP), header.index(TX_LAT), header.index(TX_LON)
+        seen: dict[str, int] = {}
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise PowderImportError(f"{csv_path}, line {line}: {len(row)} fields, the header has {len(header)}")
+            where = f"{csv_path}, line {line}"
+            stamp = row[i_ts].strip()
+            if stamp in seen:
+                raise PowderImportError(f"{where}: timestamp {stamp!r} repeats line {seen[stamp]}")
+            seen[stamp] = line
+            start = _timestamp(stamp, where)
+            lat, lon = _number(row[i_lat], f"{where}, {TX_LAT}"), _number(row[i_lon], f"{where}, {TX_LON}")
+            if not (-90 <= lat <= 90 and -180 <= lon <= 180) or (lat, lon) == (0.0, 0.0):
+                raise PowderImportError(f"{where}: transmitter position ({lat}, {lon}) is not a position")
+            readings: list[Reading] = []
+            for name, k in fixed_idx.items():
+                rss = _number(row[k], f"{where}, column {name}")
+                data.rss_cells += 1
+                if rss == ABSENT_RSS:
+                    data.absent_cells += 1
+                    continue
+                readings.append(Reading(name, rss))
+            for bus, (kr, kx, ky) in bus_idx.items():
+                rss = _number(row[kr], f"{where}, column {bus}_rss")
+                bx, by = _number(row[kx], f"{where}, column {bus}_x"), _number(row[ky], f"{where}, column {bus}_y")
+                data.rss_cells += 1
+                if rss == ABSENT_RSS:
+                    data.absent_cells += 1
+                    continue
+                if bx in ABSENT_COORDS or by in ABSENT_COORDS:
+                    data.dropped["bus_reading_without_position"] += 1
+                    continue
+                if not (-90 <= bx <= 90 and -180 <= by <= 180):
+                    raise PowderImportError(f"{where}: {bus} position ({bx}, {by}) is out of range")
+                readings.append(Reading(bus, rss, bx, by))
+            if not readings:
+                data.skipped["no_receiver_present"] += 1
+                continue
+            data.samples.append(Sample(line, stamp, start, lat, lon, tuple(readings)))
+    if not seen:
+        raise PowderImportError(f"{csv_path}: no data rows")
+    for key, path in test_sets.items():
+        if path is None:
+            continue
+        data.test_sets[key] = _check_test_set(Path(path), seen, csv_path, {s.timestamp: s for s in data.samples})
+    return data
+
+
+def _check_test_set(path: Path, seen: dict[str, int], csv_path: Path, samples: dict[str, Sample]) -> set[str]:
+    """The test timestamps, all of which must be CSV rows (with the same transmitter position if given)."""
+    entries = read_test_set(path)
+    stamps = {str(k).strip() for k in entries}
+    foreign = sorted(stamps - set(seen))
+    if foreign:
+        raise PowderImportError(
+            f"{path}: {len(foreign)} test sample(s) are not rows of {csv_path} (e.g. {foreign[:3]}): "
+            "the test set must belong to this file"
+        )
+    for key, entry in entries.items():
+        s = samples.get(str(key).strip())
+        tx = entry.get("tx_coords") if isinstance(entry, dict) else None
+        if s is None or not (isinstance(tx, list) and tx and isinstance(tx[0], list | tuple) and len(tx[0]) == 2):
+            continue
+        if abs(float(tx[0][0]) - s.tx_lat) > 1e-6 or abs(float(tx[0][1]) - s.tx_lon) > 1e-6:
+            raise PowderImportError(
+                f"{path}: sample {key!r} has transmitter {tx[0]}, but {csv_path} line {s.line} says "
+                f"({s.tx_lat}, {s.tx_lon})"
+            )
+    return stamps
+
+
+# ---------------------------------------------------------------------------------------------- storing
+
+
+@dataclass(frozen=True)
+class _Station:
+    id: int
+    name: str
+    latitude: float
+    longitude: float
+
+
+def _resolve_stations(db: Database, data: PowderData) -> tuple[dict[str, _Station], list[_Station]]:
+    """Station per receiver that has ≥ 1 stored reading: reused by name, else a new id above all others."""
+    used: dict[str, list[tuple[float | None, float | None]]] = {}
+    for s in data.samples:
+        for r in s.readings:
+            used.setdefault(r.receiver, []).append((r.latitude, r.longitude))
+    with db.sessions() as q:
+        existing = {st.name: st for st in q.scalars(select(WebSDRStation))}
+    next_id = max([st.id for st in existing.values()] + [s.id for s in NW_ITALY_STATIONS] + [0]) + 1
+    out: dict[str, _Station] = {}
+    new: list[_Station] = []
+    for receiver in [*data.fixed, *data.buses]:  # CSV column order: deterministic ids
+        if receiver not in used:
+            continue
+        name = f"{STATION_PREFIX}{receiver}"
+        if receiver in data.fixed:
+            lat, lon = data.fixed[receiver]
+        else:
+            lat = sum(p[0] for p in used[receiver]) / len(used[receiver])  # type: ignore[misc]
+            lon = sum(p[1] for p in used[receiver]) / len(used[receiver])  # type: ignore[misc]
+        if name in existing:
+            row = existing[name]
+            out[receiver] = _Station(row.id, name, row.latitude, row.longitude)
+            continue
+        st = _Station(next_id, name, lat, lon)
+        next_id += 1
+        new.append(st)
+        out[receiver] = st
+    return out, new
+
+
+def _records(
+    data: PowderData, stations: dict[str, _Station], dataset: str, approval: str
+) -> list[SessionRecord]:
+    records = []
+    for s in data.samples:
+        sid = uuid.uuid5(NAMESPACE, f"{dataset}/{s.timestamp}")
+        notes = {key: ("test" if s.timestamp in stamps else "train") for key, stamps in data.test_sets.items()}
+        notes["powder_timestamp"] = s.timestamp
+        measurements = [
+            MeasurementRecord(
+                id=uuid.uuid5(sid, f"receiver/{r.receiver}"),
+                timestamp=s.start,
+                station_id=stations[r.receiver].id,
+                frequency_hz=FREQUENCY_HZ,
+                signal_strength_db=r.rss_db,
+                snr_db=None,
+                duration_seconds=SAMPLE_SECONDS,
+                receiver_latitude=r.latitude,
+                receiver_longitude=r.longitude,
+            )
+            for r in s.readings
+        ]
+        records.append(
+            SessionRecord(
+                id=sid,
+                acquisition_task_id=f"{dataset}/{s.timestamp}",
+                dataset=dataset,
+                session_start=s.start,
+                duration_seconds=SAMPLE_SECONDS,
+                measurements=tuple(sorted(measurements, key=lambda m: m.station_id)),
+                source=SourceRecord(
+                    id=uuid.uuid5(sid, "known_source"),
+                    name=f"POWDER handheld {s.timestamp}",
+                    latitude=s.tx_lat,
+                    longitude=s.tx_lon,
+                    power_dbm=TX_POWER_DBM,
+                    error_margin_meters=GPS_ERROR_M,
+                    frequency_hz=FREQUENCY_HZ,
+                ),
+                approval_status=approval,
+                notes=json.dumps(notes, sort_keys=True),
+            )
+        )
+    return records
+
+
+def import_powder(
+    db: Database,
+    store: ObjectStore,
+    bucket: str,
+    csv_path: Path,
+    coordinates: Path | None = None,
+    test_sets: dict[str, Path | None] | None = None,
+    dataset: str = DATASET,
+    approval: str = "approved",
+    chunk_size: int = CHUNK,
+) -> PowderImportResult:
+    """Parse, check, then store the POWDER samples as power-only sessions (see the module docstring).
+
+    Sessions are written in atomic, idempotent chunks of ``chunk_size``; new stations are inserted
+    first and removed again if the very first chunk fails. A failure in a later chunk keeps the
+    chunks before it: running the import again completes it (already present sessions are skipped).
+    """
+    t0 = time.perf_counter()
+    if approval not in APPROVAL_STATUSES:
+        raise PowderImportError(f"approval must be one of {APPROVAL_STATUSES}, got {approval!r}")
+    if not (0 < len(dataset) <= 100) or not dataset.strip():
+        raise PowderImportError(f"dataset label must be 1 to 100 characters, got {dataset!r}")
+    if chunk_size < 1:
+        raise PowderImportError(f"chunk_size must be ≥ 1, got {chunk_size}")
+    data = read_powder(csv_path, coordinates, test_sets)
+    rows = len(data.samples) + sum(data.skipped.values())
+    if not data.samples:
+        raise PowderImportError(
+            f"{csv_path}: none of the {rows} rows has a receiver that heard the transmitter "
+            f"(every RSS is {ABSENT_RSS:g} or lacks a position): nothing to import"
+        )
+    stations, new = _resolve_stations(db, data)
+    records = _records(data, stations, dataset, approval)
+    if new:
+        with db.sessions.begin() as q:
+            q.execute(
+                insert(WebSDRStation),
+                [
+                    {
+                        "id": st.id,
+                        "name": st.name,
+                        "url": None,
+                        "latitude": st.latitude,
+                        "longitude": st.longitude,
+                        "altitude_asl": None,
+                        "frequency_min_hz": FREQUENCY_HZ,
+                        "frequency_max_hz": FREQUENCY_HZ,
+                        "is_active": True,
+                    }
+                    for st in new
+                ],
+            )
+    written = present = 0
+    try:
+        for k in range(0, len(records), chunk_size):
+            w, p = write_sessions(db, store, bucket, records[k : k + chunk_size])
+            written, present = written + w, present + p
+    except Exception:
+        if written == 0 and new:
+            with db.sessions.begin() as q:
+                q.execute(delete(WebSDRStation).where(WebSDRStation.id.in_([s.id for s in new])))
+        raise
+    names = [stations[r].name for r in [*data.fixed, *data.buses] if r in stations]
+    return PowderImportResult(
+        rows=rows,
+        sessions=len(records),
+        written=written,
+        already_present=present,
+        skipped=dict(data.skipped),
+        dropped_readings=dict(data.dropped),
+        measurements=sum(len(r.measurements) for r in records),
+        receivers=tuple(names),
+        receivers_created=tuple(s.name for s in new),
+        bus_receivers=sum(1 for b in data.buses if b in stations),
+        absent_fraction=data.absent_cells / max(data.rss_cells, 1),
+        test_sizes={k: len(v) for k, v in data.test_sets.items()},
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def split_keys() -> Sequence[str]:
+    """The notes keys an import writes (one per test-set file)."""
+    return tuple(SPLIT_FILES)
