@@ -81,8 +81,10 @@ class InferenceGraph(nn.Module):
     * ``from_iq=True`` (default when the net uses spectrograms): ``forward(iq (B, R, 2, T),
       receiver_mask (B, R))`` with calibrated I and Q (``mean(I²+Q²)`` = power in mW) as two real
       channels; features come from :class:`TorchFeatureExtractor`, so ``T`` is fixed at export.
-    * ``from_iq=False`` (power-only nets): ``forward(scalars (B, R, 4), receiver_mask (B, R))`` with raw
-      ``SCALAR_NAMES`` values; NaN means unknown and becomes the training mean, as in training.
+    * ``from_iq=False`` (power-only nets): ``forward(scalars (B, R, S), receiver_mask (B, R))`` with raw
+      ``SCALAR_NAMES`` values (S = 4), followed by any extra channels the net was trained with (S = 6
+      for moving receivers: ``heimdall.data.arrays.MOVING_SCALAR_NAMES``); NaN means unknown and
+      becomes the training mean, as in training.
 
     Standardisation replicates :meth:`NormStats.apply` exactly (NaN → 0 after standardising, absent
     receivers → 0), so absent receivers' inputs (zeros, huge values) never reach the outputs.
@@ -108,7 +110,9 @@ class InferenceGraph(nn.Module):
                 "the network uses spectrograms, which only the IQ path computes: use from_iq=True"
             )
         n_scalars = len(SCALAR_NAMES)
-        if net.n_scalars != n_scalars or np.shape(stats.scalar_mean) != (n_scalars,):
+        # the IQ path computes exactly SCALAR_NAMES; power-only nets may append channels after them
+        fits = net.n_scalars == n_scalars if from_iq else net.n_scalars >= n_scalars
+        if not fits or np.shape(stats.scalar_mean) != (net.n_scalars,):
             raise ValueError(
                 f"the ONNX contract feeds the {n_scalars} scalars {SCALAR_NAMES}; network has "
                 f"n_scalars={net.n_scalars}, NormStats has {np.shape(stats.scalar_mean)[0]} scalar stats"
@@ -124,6 +128,7 @@ class InferenceGraph(nn.Module):
         self.from_iq = from_iq
         self.feature_config = feature_config
         self.n_receivers = int(net.n_receivers)
+        self.n_scalars = int(net.n_scalars)
         self.features = TorchFeatureExtractor(feature_config) if from_iq else None
         spec_mean = stats.spec_mean if net.use_spectrogram else np.zeros(0)
         spec_std = stats.spec_std if net.use_spectrogram else np.ones(0)
@@ -153,9 +158,9 @@ class InferenceGraph(nn.Module):
                 spec = spec.unflatten(0, (-1, r))  # (B, R, C, F)
                 spectrogram = torch.where(present[:, :, None, None], spec, torch.zeros_like(spec))
         else:
-            if inputs.dim() != 3 or inputs.shape[2] != len(SCALAR_NAMES):
+            if inputs.dim() != 3 or inputs.shape[2] != self.n_scalars:
                 raise ValueError(
-                    f"scalars must have shape (B, {r}, {len(SCALAR_NAMES)}), got {tuple(inputs.shape)}"
+                    f"scalars must have shape (B, {r}, {self.n_scalars}), got {tuple(inputs.shape)}"
                 )
             scalars = inputs
         sc = torch.nan_to_num((scalars - self.scalar_mean) / self.scalar_std, nan=0.0)
@@ -213,8 +218,15 @@ def _io_docs(graph: InferenceGraph, n_samples: int | None) -> tuple[str, str]:
     else:
         first = {
             "scalars": (
-                f"float32 (B, {r}, {len(SCALAR_NAMES)}): raw per-receiver {list(SCALAR_NAMES)} "
-                "(dBm, dBm, dB, 0/1); NaN = unknown."
+                f"float32 (B, {r}, {graph.n_scalars}): raw per-receiver {list(SCALAR_NAMES)} "
+                "(dBm, dBm, dB, 0/1)"
+                + (
+                    ", then receiver_offset_east_km, receiver_offset_north_km (a moving receiver's "
+                    "offset from its nominal position, 0 if fixed)"
+                    if graph.n_scalars == len(SCALAR_NAMES) + 2
+                    else ""
+                )
+                + "; NaN = unknown."
             )
         }
     inputs = {**first, "receiver_mask": mask_doc}
@@ -481,7 +493,9 @@ class OnnxLocalizer:
         if self.input_kind == "iq" and np.iscomplexobj(x):  # (B, R, T) complex → (B, R, 2, T)
             x = np.stack([x.real, x.imag], axis=-2)
         x = x.astype(np.float32, copy=False)
-        tail = (2, self.n_samples) if self.input_kind == "iq" else (len(SCALAR_NAMES),)
+        n_scalars = self.session.get_inputs()[0].shape[2] if self.input_kind != "iq" else None
+        n_scalars = n_scalars if isinstance(n_scalars, int) else len(SCALAR_NAMES)
+        tail = (2, self.n_samples) if self.input_kind == "iq" else (n_scalars,)
         if x.ndim != 2 + len(tail) or x.shape[1] != self.n_receivers:
             got = x.shape[1] if x.ndim >= 2 else "no receiver axis"
             raise ValueError(

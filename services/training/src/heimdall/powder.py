@@ -33,7 +33,6 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,9 +145,7 @@ def read_coordinates(path: Path) -> dict[str, tuple[float, float] | None]:
     try:
         data = ast.literal_eval(Path(path).read_text())
     except FileNotFoundError:
-        raise PowderImportError(
-            f"{path}: receiver coordinates file not found (give --coordinates)"
-        ) from None
+        raise PowderImportError(f"{path}: receiver coordinates file not found (give --coordinates)") from None
     except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
         raise PowderImportError(f"{path}: not a Python/JSON mapping of receiver coordinates: {exc}") from None
     if not isinstance(data, dict):
@@ -180,7 +177,9 @@ def read_test_set(path: Path) -> dict[str, Any]:
     return data
 
 
-def _columns(header: list[str], path: Path, coords: dict[str, tuple[float, float] | None]) -> tuple:
+def _columns(
+    header: list[str], path: Path, coords: dict[str, tuple[float, float] | None]
+) -> tuple[dict[str, int], dict[str, tuple[int, int, int]]]:
     """(fixed receivers → column index, bus → (rss, x, y) indices); errors name the offending columns."""
     dup = sorted({h for h in header if header.count(h) > 1})
     if dup:
@@ -221,11 +220,21 @@ def read_powder(
     test_sets: dict[str, Path | None] | None = None,
 ) -> PowderData:
     """Parse and check the files. ``coordinates`` defaults to the CSV's sibling ``location_coordinates.json``;
-    ``test_sets`` maps split keys to files (default: the siblings of :data:`SPLIT_FILES` that exist)."""
+    ``test_sets`` maps split keys (:data:`SPLIT_FILES`) to files; a key not given, or given as None,
+    uses the CSV's sibling file of that name when it exists (else that split is not recorded)."""
     csv_path = Path(csv_path)
     coords = read_coordinates(Path(coordinates) if coordinates else csv_path.parent / COORDINATES_FILE)
-    if test_sets is None:
-        test_sets = {k: csv_path.parent / f for k, f in SPLIT_FILES.items() if (csv_path.parent / f).is_file()}
+    given = dict(test_sets or {})
+    unknown_keys = sorted(set(given) - set(SPLIT_FILES))
+    if unknown_keys:
+        raise PowderImportError(f"unknown test-set key(s) {unknown_keys}; known: {list(SPLIT_FILES)}")
+    test_files: dict[str, Path] = {}
+    for key, name in SPLIT_FILES.items():
+        path = given.get(key)
+        if path is not None:
+            test_files[key] = Path(path)
+        elif (csv_path.parent / name).is_file():
+            test_files[key] = csv_path.parent / name
     try:
         f = csv_path.open(newline="")
     except FileNotFoundError:
@@ -245,7 +254,9 @@ def read_powder(
             if not row or all(not c.strip() for c in row):
                 continue
             if len(row) != len(header):
-                raise PowderImportError(f"{csv_path}, line {line}: {len(row)} fields, the header has {len(header)}")
+                raise PowderImportError(
+                    f"{csv_path}, line {line}: {len(row)} fields, the header has {len(header)}"
+                )
             where = f"{csv_path}, line {line}"
             stamp = row[i_ts].strip()
             if stamp in seen:
@@ -265,7 +276,10 @@ def read_powder(
                 readings.append(Reading(name, rss))
             for bus, (kr, kx, ky) in bus_idx.items():
                 rss = _number(row[kr], f"{where}, column {bus}_rss")
-                bx, by = _number(row[kx], f"{where}, column {bus}_x"), _number(row[ky], f"{where}, column {bus}_y")
+                bx, by = (
+                    _number(row[kx], f"{where}, column {bus}_x"),
+                    _number(row[ky], f"{where}, column {bus}_y"),
+                )
                 data.rss_cells += 1
                 if rss == ABSENT_RSS:
                     data.absent_cells += 1
@@ -282,10 +296,9 @@ def read_powder(
             data.samples.append(Sample(line, stamp, start, lat, lon, tuple(readings)))
     if not seen:
         raise PowderImportError(f"{csv_path}: no data rows")
-    for key, path in test_sets.items():
-        if path is None:
-            continue
-        data.test_sets[key] = _check_test_set(Path(path), seen, csv_path, {s.timestamp: s for s in data.samples})
+    by_stamp = {s.timestamp: s for s in data.samples}
+    for key, path in test_files.items():
+        data.test_sets[key] = _check_test_set(path, seen, csv_path, by_stamp)
     return data
 
 
@@ -302,7 +315,9 @@ def _check_test_set(path: Path, seen: dict[str, int], csv_path: Path, samples: d
     for key, entry in entries.items():
         s = samples.get(str(key).strip())
         tx = entry.get("tx_coords") if isinstance(entry, dict) else None
-        if s is None or not (isinstance(tx, list) and tx and isinstance(tx[0], list | tuple) and len(tx[0]) == 2):
+        if s is None or not (
+            isinstance(tx, list) and tx and isinstance(tx[0], list | tuple) and len(tx[0]) == 2
+        ):
             continue
         if abs(float(tx[0][0]) - s.tx_lat) > 1e-6 or abs(float(tx[0][1]) - s.tx_lon) > 1e-6:
             raise PowderImportError(
@@ -360,7 +375,9 @@ def _records(
     records = []
     for s in data.samples:
         sid = uuid.uuid5(NAMESPACE, f"{dataset}/{s.timestamp}")
-        notes = {key: ("test" if s.timestamp in stamps else "train") for key, stamps in data.test_sets.items()}
+        notes = {
+            key: ("test" if s.timestamp in stamps else "train") for key, stamps in data.test_sets.items()
+        }
         notes["powder_timestamp"] = s.timestamp
         measurements = [
             MeasurementRecord(
@@ -475,11 +492,6 @@ def import_powder(
         receivers_created=tuple(s.name for s in new),
         bus_receivers=sum(1 for b in data.buses if b in stations),
         absent_fraction=data.absent_cells / max(data.rss_cells, 1),
-        test_sizes={k: len(v) for k, v in data.test_sets.items()},
+        test_sizes={k: sum(s.timestamp in v for s in data.samples) for k, v in data.test_sets.items()},
         seconds=time.perf_counter() - t0,
     )
-
-
-def split_keys() -> Sequence[str]:
-    """The notes keys an import writes (one per test-set file)."""
-    return tuple(SPLIT_FILES)

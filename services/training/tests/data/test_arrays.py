@@ -165,3 +165,31 @@ def test_non_finite_row_value_is_refused(small_services, cache_root) -> None:
     )
     with pytest.raises(DatasetError, match=f"non-finite features for session {rec.id}, station 1"):
         load_session_arrays(s.db, s.store, ["test:unit"], FeatureConfig(), cache_root)
+
+
+def test_held_out_labels_and_nested_train_limit() -> None:
+    from types import SimpleNamespace
+
+    from heimdall.data.splits import limit_train, split_sessions
+
+    sessions = [
+        SimpleNamespace(id=uuid.uuid5(uuid.NAMESPACE_URL, str(i)), dataset="a" if i < 300 else "b")
+        for i in range(400)
+    ]
+    out = split_sessions(sessions, "hash", test_datasets=["b"], val_fraction=0.2)
+    assert (out[300:] == "test").all() and set(out[:300]) == {"train", "val"}
+    assert abs(np.mean(out[:300] == "val") - 0.2) < 0.07
+    ids = [s.id for s in sessions]
+    small, large = limit_train(out, ids, 50), limit_train(out, ids, 120)
+    assert (small == "train").sum() == 50 and (large == "train").sum() == 120
+    assert set(np.flatnonzero(small == "train")) <= set(np.flatnonzero(large == "train"))
+    assert np.array_equal(small == "test", out == "test") and np.array_equal(small == "val", out == "val")
+    with pytest.raises(ValueError, match="only combine with the hash split"):
+        split_sessions(sessions, "powder_random", test_datasets=["b"])
+
+
+def test_config_requires_held_out_labels_to_be_selected() -> None:
+    from heimdall.training.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="must also be listed in datasets"):
+        load_config(None, {"datasets": ["a"], "test_datasets": ["b"]})

@@ -56,3 +56,22 @@ def test_weighted_centroid_and_tuning() -> None:
     assert tuned.exponent == 1.0 and len(tuned.val_rmse_m) == 3
     with pytest.raises(ValueError, match="at least one hearing receiver"):
         weighted_centroid(rx, power, np.zeros_like(heard), 1.0)
+
+
+def test_plots_are_written(tmp_path) -> None:
+    from heimdall.evaluate.plots import (
+        plot_calibration,
+        plot_error_cdf,
+        plot_loss_curves,
+        plot_prediction_map,
+    )
+
+    rng = np.random.default_rng(1)
+    d2 = rng.chisquare(2, 500)
+    assert plot_calibration({"calibrated": d2}, tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert plot_error_cdf({"a": rng.random(50)}, tmp_path / "e.png").is_file()
+    hist = [{"epoch": 0.0, "train_loss": 2.0, "val_loss": 2.1, "val_median_error_m": 900.0}]
+    assert plot_loss_curves(hist, tmp_path / "l.png").is_file()
+    cov = np.broadcast_to(np.eye(2) * 1e6, (5, 2, 2))
+    pts = rng.normal(size=(5, 2)) * 1e4
+    assert plot_prediction_map(pts, pts + 100, cov, pts[:3], ["a", "b", "c"], tmp_path / "m.png").is_file()

@@ -64,6 +64,8 @@ def register_commands() -> None:
     from heimdall.cli import (  # noqa: F401
         data_commands,
         interchange_commands,
+        models_commands,
+        powder_commands,
         train_commands,
     )
 

@@ -33,11 +33,16 @@ def simulate(
         None, "--duration", help="Seconds of IQ per receiver (default 0.5)."
     ),
     start: int = typer.Option(0, "--start", help="First session index (to extend or shard a run)."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Dataset label (default sim:<scenario>), e.g. to hold a test campaign apart."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Simulate sessions into the configured database and object store (atomic per batch, idempotent)."""
     if sessions < 0:
         raise ValueError(f"--sessions must be ≥ 0, got {sessions}")
+    if dataset is not None and not dataset.strip():
+        raise ValueError("--dataset must be a non-empty label")
     spec = load_scenario(Path(scenario) if scenario.endswith((".yaml", ".yml")) else scenario)
     stream = simulate_sessions(spec, sessions, seed, duration, start)  # validates before any I/O
     services = open_services()
@@ -54,7 +59,7 @@ def simulate(
         ) as bar:
             task = bar.add_task(spec.name, total=sessions)
             while batch := list(islice(stream, BATCH)):
-                records = [session_record(s, spec.name, seed) for s in batch]
+                records = [session_record(s, spec.name, seed, dataset) for s in batch]
                 w, k = write_sessions(services.db, services.store, services.settings.raw_iq_bucket, records)
                 written, skipped = written + w, skipped + k
                 bar.advance(task, len(batch))

@@ -18,7 +18,7 @@ import numpy as np
 
 from heimdall.data.feature_cache import CachedFeatures, FeatureCache
 from heimdall.data.network import ReceiverNetwork
-from heimdall.data.splits import assign_splits
+from heimdall.data.splits import SPLIT_STRATEGIES, limit_train, split_sessions
 from heimdall.features import SCALAR_NAMES, FeatureConfig, extract_features_batch
 from heimdall.storage.database import Database
 from heimdall.storage.iq import load_iq
@@ -29,6 +29,8 @@ log = logging.getLogger("heimdall.data")
 
 N_SCALARS = len(SCALAR_NAMES)
 HEARD = SCALAR_NAMES.index("heard")
+# Appended to the scalars of power-only data with moving receivers (see SessionArrays).
+MOVING_SCALAR_NAMES = ("receiver_offset_east_km", "receiver_offset_north_km")
 
 
 class DatasetError(ValueError):
@@ -37,12 +39,22 @@ class DatasetError(ValueError):
 
 @dataclass
 class SessionArrays:
-    """Everything a model sees of N sessions over the R receivers of `network`."""
+    """Everything a model sees of N sessions over the R receivers of `network`.
+
+    ``scalars`` holds S = 4 channels per receiver, ``SCALAR_NAMES`` (power_dbm, noise_floor_dbm,
+    snr_db, heard; NaN = unknown). Power-only data (no spectrogram) in which some receiver moves (a
+    measurement row with its own receiver_latitude/longitude, e.g. POWDER's buses) gets S = 6: two
+    more channels, ``MOVING_SCALAR_NAMES``, the receiver's east/north offset in km of this session's
+    position from its nominal position in ``network`` (its mean position), 0 for fixed receivers and
+    NaN where the receiver is absent. The model's receiver position is the nominal one, so these
+    channels are what tells it where a bus was. Sessions with spectrograms keep S = 4 (the ONNX IQ
+    path computes exactly those four).
+    """
 
     session_ids: list[uuid.UUID]
     splits: np.ndarray  # (N,) "train" | "val" | "test"
     spectrogram: np.ndarray  # (N, R, C, F) float32 log-mel dB; (N, R, 0, 0) for power-only data
-    scalars: np.ndarray  # (N, R, 4) float32: power_dbm, noise_floor_dbm, snr_db, heard (NaN = unknown)
+    scalars: np.ndarray  # (N, R, S) float32: SCALAR_NAMES (+ MOVING_SCALAR_NAMES when S = 6), NaN = unknown
     mask: np.ndarray  # (N, R) bool: the receiver has a usable measurement
     target_enu_m: np.ndarray  # (N, 2) float64, metres in network.frame
     target_sigma_m: np.ndarray  # (N,) truth uncertainty (error_margin_meters)
@@ -51,10 +63,21 @@ class SessionArrays:
     datasets: tuple[str, ...]
     feature_hash: str
     skipped: dict[str, int] = field(default_factory=dict)
+    # What the rows say (for classical baselines and the Bayes oracle, which read the acquisition
+    # service's measured values rather than features): NaN where a receiver has no row.
+    row_power_db: np.ndarray | None = None  # (N, R) signal_strength_db
+    row_snr_db: np.ndarray | None = None  # (N, R) snr_db
+    frequency_hz: np.ndarray | None = None  # (N,) carrier of the session
+    receiver_enu_m: np.ndarray | None = None  # (N, R, 2) where each receiver was (moving receivers move)
+    session_datasets: np.ndarray | None = None  # (N,) label of each session
 
     @property
     def has_spectrogram(self) -> bool:
         return self.spectrogram.shape[2] > 0
+
+    @property
+    def scalar_names(self) -> tuple[str, ...]:
+        return (*SCALAR_NAMES, *MOVING_SCALAR_NAMES)[: self.scalars.shape[2]]
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.splits == split)
@@ -94,6 +117,17 @@ def _features_for(
     return feats
 
 
+def _receiver_offsets_km(
+    network: ReceiverNetwork, mask: np.ndarray, moved: Sequence[tuple[int, int, float, float]]
+) -> np.ndarray:
+    """(N, R, 2) east/north km of each present receiver from its network position (0 if it is fixed)."""
+    out = np.where(mask[..., None], np.float32(0.0), np.float32(np.nan)).repeat(2, axis=2)
+    i, k, lat, lon = (np.asarray(c) for c in zip(*moved, strict=True))
+    here = network.frame.to_enu(lat.astype(float), lon.astype(float))
+    out[i, k] = ((here - network.positions_enu_m()[k]) / 1000.0).astype(np.float32)
+    return out
+
+
 def load_session_arrays(
     db: Database,
     store: ObjectStore,
@@ -104,8 +138,21 @@ def load_session_arrays(
     min_receivers: int = 3,
     network: ReceiverNetwork | None = None,
     progress: Callable[[int, int], None] | None = None,
+    split: str = "hash",
+    test_datasets: Sequence[str] = (),
+    val_fraction: float = 0.1,
+    max_train: int | None = None,
 ) -> SessionArrays:
-    """Load approved sessions of `datasets` into arrays; `network` fixes the receiver order if given."""
+    """Load approved sessions of `datasets` into arrays; `network` fixes the receiver order if given.
+
+    `split` names the train/val/test strategy (:func:`heimdall.data.splits.split_sessions`): "hash"
+    of the session id, or a test set from the notes ("powder_random", "powder_grid") with validation
+    carved from train by whole time blocks; it applies to the sessions kept after the skips.
+    `test_datasets` holds whole labels out as the test split; `max_train` keeps a nested,
+    deterministic subset of the training sessions (the others are marked "unused").
+    """
+    if split not in SPLIT_STRATEGIES:
+        raise DatasetError(f"unknown split {split!r}; choose one of {list(SPLIT_STRATEGIES)}")
     sessions = list_sessions(db, datasets, "approved", limit=max_sessions)
     if not sessions:
         available = dataset_labels(db)
@@ -137,11 +184,18 @@ def load_session_arrays(
     spec = np.zeros((n, r, n_bands, n_frames), np.float32)
     scal = np.full((n, r, N_SCALARS), np.nan, np.float32)
     mask = np.zeros((n, r), bool)
+    moved: list[tuple[int, int, float, float]] = []  # (session, receiver, lat, lon) of moving receivers
     target_latlon = np.zeros((n, 2))
     sigma = np.zeros(n)
+    row_power = np.full((n, r), np.nan)
+    row_snr = np.full((n, r), np.nan)
+    freq = np.full(n, np.nan)
     for i, (s, feats) in enumerate(keep):
         for m in s.measurements:
             k = index[m.station_id]
+            row_power[i, k] = np.nan if m.signal_strength_db is None else m.signal_strength_db
+            row_snr[i, k] = np.nan if m.snr_db is None else m.snr_db
+            freq[i] = m.frequency_hz
             row = feats.row(m.station_id) if feats is not None else None
             if row is not None:
                 if row[0].shape != (n_bands, n_frames):
@@ -152,11 +206,19 @@ def load_session_arrays(
             else:
                 continue
             mask[i, k] = True
+            if m.moving_receiver:
+                moved.append((i, k, m.receiver_latitude, m.receiver_longitude))
             bad = ~np.isfinite(spec[i, k]).all() or not np.isfinite(scal[i, k, 0])
             if bad:
                 raise DatasetError(f"non-finite features for session {s.id}, station {m.station_id}")
         target_latlon[i] = (s.source.latitude, s.source.longitude)  # type: ignore[union-attr]
         sigma[i] = s.source.error_margin_meters or 0.0  # type: ignore[union-attr]
+    receiver_enu = np.broadcast_to(network.positions_enu_m(), (n, r, 2)).copy()
+    if moved:
+        offsets_km = _receiver_offsets_km(network, mask, moved)
+        receiver_enu += np.nan_to_num(offsets_km.astype(float)) * 1000.0
+        if not has_spec:
+            scal = np.concatenate([scal, offsets_km], axis=2)
     heard = mask & (np.nan_to_num(scal[..., HEARD]) > 0.5)
     usable = heard.sum(axis=1) >= min_receivers
     if (~usable).any():
@@ -168,12 +230,17 @@ def load_session_arrays(
             f"receivers (skipped: {dict(skipped)})"
         )
     ids = [keep[i][0].id for i in sel]
+    try:
+        splits = split_sessions([keep[i][0] for i in sel], split, test_datasets, val_fraction)
+        splits = limit_train(splits, ids, max_train)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
     enu = network.frame.to_enu(target_latlon[sel, 0], target_latlon[sel, 1])
     if skipped:
         log.warning("skipped sessions: %s", dict(skipped))
     return SessionArrays(
         session_ids=ids,
-        splits=assign_splits(ids),
+        splits=splits,
         spectrogram=spec[sel],
         scalars=scal[sel],
         mask=mask[sel],
@@ -184,4 +251,9 @@ def load_session_arrays(
         datasets=tuple(datasets),
         feature_hash=feature_config.config_hash(),
         skipped=dict(skipped),
+        row_power_db=row_power[sel],
+        row_snr_db=row_snr[sel],
+        frequency_hz=freq[sel],
+        receiver_enu_m=receiver_enu[sel],
+        session_datasets=np.array([keep[i][0].dataset for i in sel], dtype=object),
     )

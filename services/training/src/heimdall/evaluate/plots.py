@@ -76,3 +76,17 @@ def plot_prediction_map(
     ax.set(xlabel="east (km)", ylabel="north (km)", title=f"test predictions (first {n})", aspect="equal")
     ax.legend(loc="best", fontsize=8)
     return _save(fig, path)
+
+
+def plot_calibration(mahalanobis_sq_by_method: Mapping[str, np.ndarray], path: Path) -> Path:
+    """Observed vs nominal coverage of the predicted ellipses (on the diagonal when calibrated)."""
+    nominal = np.linspace(0.02, 0.99, 50)
+    radius_sq = -2.0 * np.log(1.0 - nominal)  # χ²₂ quantiles
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="calibrated")
+    for name, d2 in mahalanobis_sq_by_method.items():
+        observed = (np.asarray(d2)[:, None] <= radius_sq[None, :]).mean(axis=0)
+        ax.plot(nominal, observed, label=name)
+    ax.set(xlabel="nominal coverage", ylabel="observed coverage", title="ellipse calibration", aspect="equal")
+    ax.legend(fontsize=8)
+    return _save(fig, path)

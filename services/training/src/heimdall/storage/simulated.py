@@ -16,8 +16,13 @@ def dataset_label(scenario_name: str) -> str:
     return f"sim:{scenario_name}"
 
 
-def session_record(sim: SimulatedSession, scenario_name: str, seed: int) -> SessionRecord:
-    """Rows and IQ for one simulated session; ids derive from the session id so re-runs match."""
+def session_record(
+    sim: SimulatedSession, scenario_name: str, seed: int, dataset: str | None = None
+) -> SessionRecord:
+    """Rows and IQ for one simulated session; ids derive from the session id so re-runs match.
+
+    `dataset` overrides the label (default `sim:<scenario>`), e.g. to keep a held-out test campaign apart.
+    """
     source = SourceRecord(
         id=uuid.uuid5(sim.session_id, "known_source"),
         name=f"sim {scenario_name} seed {seed} #{sim.index}",
@@ -57,7 +62,7 @@ def session_record(sim: SimulatedSession, scenario_name: str, seed: int) -> Sess
     return SessionRecord(
         id=sim.session_id,
         acquisition_task_id=str(sim.session_id),
-        dataset=dataset_label(scenario_name),
+        dataset=dataset or dataset_label(scenario_name),
         session_start=sim.start,
         duration_seconds=float(sim.duration_s),
         measurements=measurements,

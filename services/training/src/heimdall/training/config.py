@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from heimdall.features import FeatureConfig
 
@@ -58,6 +58,13 @@ class TrainConfig(BaseModel):
     datasets: list[str] = Field(default_factory=lambda: ["sim:nw-italy-v1"], min_length=1)
     max_sessions: int | None = Field(None, ge=1)
     min_receivers: int = Field(3, ge=1)
+    # train/val/test assignment (heimdall.data.splits): "hash" of the session id, or a published test
+    # set recorded in the sessions' notes (POWDER), with validation carved from train by time blocks
+    split: Literal["hash", "powder_random", "powder_grid"] = "hash"
+    # labels held out whole as the test split (e.g. a simulation run with another seed)
+    test_datasets: list[str] = Field(default_factory=list)
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    max_train_sessions: int | None = Field(None, ge=1)
     epochs: int = Field(100, ge=1)
     batch_size: int = Field(32, ge=1)
     learning_rate: float = Field(1e-3, gt=0, le=1.0)
@@ -80,6 +87,13 @@ class TrainConfig(BaseModel):
         if any(not s.strip() for s in v):
             raise ValueError("dataset labels must be non-empty")
         return v
+
+    @model_validator(mode="after")
+    def _held_out_labels_are_selected(self) -> TrainConfig:
+        missing = sorted(set(self.test_datasets) - set(self.datasets))
+        if missing:
+            raise ValueError(f"test_datasets {missing} must also be listed in datasets")
+        return self
 
     def resolved(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

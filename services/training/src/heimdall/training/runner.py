@@ -176,6 +176,10 @@ def run_training(
         services.settings.data_dir / "feature-cache",
         max_sessions=config.max_sessions,
         min_receivers=config.min_receivers,
+        split=config.split,
+        test_datasets=config.test_datasets,
+        val_fraction=config.val_fraction,
+        max_train=config.max_train_sessions,
     )
     load_s = time.perf_counter() - t_load
     if split_override is not None:
@@ -297,7 +301,7 @@ def _export(
     """ONNX with features inside the graph when the model reads IQ; parity on the whole test split."""
     from heimdall.data.onnx_inputs import onnx_inputs_for
 
-    from_iq = net.use_spectrogram
+    from_iq = arrays.has_spectrogram  # IQ data: features are computed inside the graph either way
     graph = InferenceGraph(net, dm.stats, config.features.to_feature_config(), from_iq=from_iq).eval()
     inputs = onnx_inputs_for(services, arrays, arrays.indices("test"), from_iq)
     example = tuple(t[:2] if t.shape[0] >= 2 else torch.cat([t, t]) for t in inputs)

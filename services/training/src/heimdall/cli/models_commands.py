@@ -1,0 +1,112 @@
+"""`heimdall models list|promote` (the registry) and `heimdall predict` (one session → position + ellipse).
+
+mlflow, torch and onnxruntime are imported inside the commands so `heimdall --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import typer
+
+from heimdall.cli.app import app, user_errors
+
+models_app = typer.Typer(
+    help="Model registry (heimdall-localizer): list versions, move the champion alias.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
+
+
+@contextmanager
+def _registry() -> Iterator[tuple[Any, Any]]:
+    """(target, MlflowClient) for MLFLOW_TRACKING_URI, after a fail-fast preflight."""
+    from heimdall.settings import Settings
+    from heimdall.tracking import TrackingTarget, connect, tracking_environment
+
+    settings = Settings()
+    with tracking_environment(TrackingTarget.from_settings(settings)):
+        yield connect(settings)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+@models_app.command("list")
+@user_errors
+def list_models(
+    as_json: bool = typer.Option(False, "--json", help="Print the versions as JSON."),
+) -> None:
+    """Registered versions of heimdall-localizer: aliases, MLflow run ids (= model ids), test metrics."""
+    from heimdall.registry import MODEL_NAME, list_versions
+
+    with _registry() as (target, client):
+        versions = list_versions(client)
+    if as_json:
+        typer.echo(json.dumps([v.as_dict() for v in versions], indent=2))
+        return
+    if not versions:
+        typer.echo(f"no versions of {MODEL_NAME} registered at {target.display}")
+        return
+    typer.echo(f"{MODEL_NAME} at {target.display}")
+    header = f"{'version':>7}  {'aliases':<12} {'run id (model id)':<32}  {'RMSE m':>8}  {'median m':>8}  "
+    typer.echo(header + f"{'n_test':>6}  {'test ids':<16}  created (UTC)")
+    for v in versions:
+        created = (
+            datetime.fromtimestamp(v.created / 1000, UTC).strftime("%Y-%m-%d %H:%M") if v.created else "-"
+        )
+        typer.echo(
+            f"{v.version:>7}  {','.join(v.aliases) or '-':<12} {v.run_id or '-':<32}  "
+            f"{_fmt(v.test_rmse_m):>8}  {_fmt(v.test_median_error_m):>8}  "
+            f"{v.n_test if v.n_test is not None else '-':>6}  {v.test_ids_sha256_16 or '-':<16}  {created}"
+        )
+
+
+@models_app.command("promote")
+@user_errors
+def promote_model(
+    version: str = typer.Argument(..., help="The version number to make the champion."),
+) -> None:
+    """Point the `champion` alias at VERSION (an unknown version is an error; the alias is unchanged)."""
+    from heimdall.registry import CHAMPION, MODEL_NAME, promote
+
+    with _registry() as (_, client):
+        decision = promote(client, version)
+    if decision.moved:
+        typer.echo(
+            f"{MODEL_NAME}@{CHAMPION} → version {decision.version} (was {decision.previous or 'unset'})"
+        )
+    else:
+        typer.echo(f"{MODEL_NAME}@{CHAMPION} already is version {decision.version}")
+
+
+@app.command()
+@user_errors
+def predict(
+    session: str = typer.Option(..., "--session", help="Recording session id (UUID) in the database."),
+    model: str = typer.Option(
+        "models:/heimdall-localizer@champion",
+        "--model",
+        help="models:/heimdall-localizer@champion (or @alias, /VERSION), runs:/…, or a model.onnx path.",
+    ),
+    fmt: str = typer.Option("json", "--format", help="json or geojson (FeatureCollection)."),
+) -> None:
+    """Locate one stored session with an ONNX model: lat/lon, covariance (m²) and the 1σ/2σ ellipses."""
+    from heimdall.predict import predict as run_predict
+    from heimdall.services import open_services
+    from heimdall.storage.queries import SessionNotFoundError
+
+    if fmt not in ("json", "geojson"):
+        raise ValueError(f"--format must be json or geojson, got {fmt!r}")
+    services = open_services()
+    try:
+        out = run_predict(services, session, model, fmt)
+    except SessionNotFoundError as exc:
+        raise ValueError(str(exc)) from None
+    finally:
+        services.close()
+    typer.echo(json.dumps(out, indent=2))
