@@ -63,6 +63,7 @@ def register_commands() -> None:
     """Import the command modules so their decorators attach to the apps above."""
     from heimdall.cli import (  # noqa: F401
         data_commands,
+        evaluate_commands,
         interchange_commands,
         models_commands,
         powder_commands,

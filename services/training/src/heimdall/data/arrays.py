@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +81,20 @@ class SessionArrays:
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.splits == split)
+
+    def subset(self, sel: np.ndarray, splits: np.ndarray) -> SessionArrays:
+        """The sessions `sel` (indices) with new split names; every per-session field is sliced."""
+        per_session = {
+            f.name: getattr(self, f.name)[sel]
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), np.ndarray) and f.name != "splits"
+        }
+        return replace(
+            self,
+            session_ids=[self.session_ids[i] for i in sel],
+            splits=np.asarray(splits, dtype=object),
+            **per_session,
+        )
 
     def counts(self) -> dict[str, int]:
         return {s: int((self.splits == s).sum()) for s in ("train", "val", "test")}

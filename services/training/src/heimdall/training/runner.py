@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -94,17 +93,7 @@ def apply_split_override(arrays: SessionArrays, split_override: Mapping[str, Seq
             f"sessions of {list(arrays.datasets)} (deleted, unapproved or skipped?): {shown}"
         )
     sel = np.array([i for i, sid in enumerate(have) if sid in wanted], dtype=np.int64)
-    return dataclasses.replace(
-        arrays,
-        session_ids=[arrays.session_ids[i] for i in sel],
-        splits=np.array([wanted[have[i]] for i in sel], dtype=object),
-        spectrogram=arrays.spectrogram[sel],
-        scalars=arrays.scalars[sel],
-        mask=arrays.mask[sel],
-        target_enu_m=arrays.target_enu_m[sel],
-        target_sigma_m=arrays.target_sigma_m[sel],
-        truth_latlon=arrays.truth_latlon[sel],
-    )
+    return arrays.subset(sel, np.array([wanted[have[i]] for i in sel], dtype=object))
 
 
 def _trainer(

@@ -1,0 +1,40 @@
+"""`heimdall evaluate`: one table of methods × metrics on held-out sessions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from heimdall.cli.app import app, console, user_errors
+from heimdall.services import open_services
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model: str = typer.Option(
+        ..., "--model", help="A training output dir, a model.onnx path or models:/NAME@ALIAS."
+    ),
+    split: str = typer.Option("test", "--split", help="Which recorded split to evaluate (test, val)."),
+    output_dir: Path = typer.Option(
+        Path("evaluation"), "--output-dir", "--output_dir", help="Where results go."
+    ),
+    outage: bool = typer.Option(
+        True, "--outage/--no-outage", help="Remove each receiver in turn at test time."
+    ),
+    oracle: bool = typer.Option(True, "--oracle/--no-oracle", help="Bayes oracle (simulated data only)."),
+) -> None:
+    """Evaluate a model against weighted centroid, log-distance NLS, kNN fingerprints and the Bayes oracle."""
+    from heimdall.evaluate.job import evaluate as run
+
+    services = open_services()
+    try:
+        result = run(
+            model, services, output_dir, split, outage, oracle, progress=lambda m: console.print(f"… {m}")
+        )
+    finally:
+        services.close()
+    for name, m in result["methods"].items():
+        typer.echo(f"{name:>20}: RMSE {m['rmse_m']:9.0f} m  median {m['median_error_m']:9.0f} m")
+    typer.echo(f"evaluation: {output_dir / 'evaluation.md'}")

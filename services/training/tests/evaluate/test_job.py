@@ -1,0 +1,97 @@
+"""`heimdall evaluate` end to end on a small simulated dataset, and its bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from heimdall.cli import app
+from heimdall.evaluate.job import EvaluationError, evaluate
+from heimdall.training.config import load_config
+from heimdall.training.runner import run_training
+
+METRICS = {"rmse_m", "median_error_m", "mean_error_m", "p68_error_m", "p90_error_m", "p95_error_m"}
+UNCERTAINTY = {"coverage_1sigma", "coverage_2sigma", "coverage_95", "nll", "mean_ellipse_area_km2"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(sim_services, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("evalrun") / "models"
+    cfg = load_config(None, {"epochs": 2, "batch_size": 16, "output_dir": out, "seed": 5})
+    run_training(cfg, sim_services, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def evaluated(model_dir, sim_services, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval")
+    return out, evaluate(str(model_dir), sim_services, out, split="test")
+
+
+def test_one_table_of_methods(evaluated) -> None:
+    out, result = evaluated
+    on_disk = json.loads((out / "evaluation.json").read_text())
+    methods = on_disk["methods"]
+    assert {"model", "weighted_centroid", "log_distance_nls", "knn_fingerprint", "bayes_oracle"} <= set(
+        methods
+    )
+    for name, m in methods.items():
+        assert set(m) >= METRICS, name
+        assert set(m["bootstrap"]["rmse_m"]) >= {"ci95_low", "ci95_high"}
+    for name in ("model", "bayes_oracle"):
+        assert set(methods[name]) >= UNCERTAINTY, name
+    assert methods["model"]["covariance_scale"]["chosen"] in methods["model"]["covariance_scale"]["grid"]
+    for name in ("weighted_centroid", "log_distance_nls", "knn_fingerprint"):
+        assert "chosen" in methods[name]["tuning"] and "grid" in methods[name]["tuning"]
+    assert on_disk["n_sessions"] == result["n_sessions"] >= 1
+    assert len(on_disk["outage"]) == 7 and "model_rmse_over_oracle" in on_disk["outage"]["1"]
+    text = (out / "evaluation.md").read_text()
+    assert "| model |" in text and "Receiver outage" in text
+    for plot in ("error_cdf.png", "calibration.png", "prediction_map.png"):
+        assert (out / plot).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_empty_split_is_refused(model_dir, sim_services, tmp_path) -> None:
+    split = json.loads((model_dir / "split.json").read_text())
+    other = tmp_path / "m"
+    other.mkdir()
+    for name in ("model.onnx", "network.json"):
+        (other / name).write_bytes((model_dir / name).read_bytes())
+    (other / "split.json").write_text(json.dumps({**split, "test": []}))
+    with pytest.raises(EvaluationError, match="empty"):
+        evaluate(str(other), sim_services, tmp_path / "out", split="test")
+    with pytest.raises(EvaluationError, match="not recorded"):
+        evaluate(str(other), sim_services, tmp_path / "out", split="holdout")
+
+
+def test_receiver_set_mismatch_is_refused(model_dir, sim_services, tmp_path) -> None:
+    other = tmp_path / "m"
+    other.mkdir()
+    for name in ("model.onnx", "split.json"):
+        (other / name).write_bytes((model_dir / name).read_bytes())
+    net = json.loads((model_dir / "network.json").read_text())
+    net = {k: (v[:-1] if isinstance(v, list) and len(v) == 7 else v) for k, v in net.items()}
+    (other / "network.json").write_text(json.dumps(net))
+    with pytest.raises(EvaluationError, match="differ from the model"):
+        evaluate(str(other), sim_services, tmp_path / "out")
+
+
+def test_cli_evaluate(model_dir, sim_services, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HEIMDALL_DATA_DIR", str(sim_services.settings.data_dir))
+    r = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(model_dir),
+            "--output-dir",
+            str(tmp_path / "e"),
+            "--no-outage",
+            "--no-oracle",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "knn_fingerprint" in r.output and (tmp_path / "e" / "evaluation.md").is_file()
