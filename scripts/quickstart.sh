@@ -8,3 +8,4 @@ export HEIMDALL_DATA_DIR="${HEIMDALL_DATA_DIR:-heimdall-data}"
 SESSIONS="${QUICKSTART_SESSIONS:-600}"
 .venv/bin/heimdall simulate --scenario nw-italy-v1 --sessions "$SESSIONS" --seed 7
 .venv/bin/heimdall train --epochs "${QUICKSTART_EPOCHS:-40}" --batch-size 32 --learning-rate 1e-3 --output-dir models
+.venv/bin/heimdall evaluate --model models --split test --output-dir models/evaluation

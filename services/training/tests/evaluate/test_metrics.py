@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from scipy.stats import multivariate_normal
 
-from heimdall.evaluate.baselines import tune_weighted_centroid, weighted_centroid
 from heimdall.evaluate.metrics import error_summary, errors_m, uncertainty_summary
 
 
@@ -43,19 +42,6 @@ def test_calibrated_gaussian_coverage_and_nll() -> None:
     assert s["mean_ellipse_area_km2"] == pytest.approx(
         math.pi * 5.991464547 * math.sqrt(np.linalg.det(cov)) / 1e6
     )
-
-
-def test_weighted_centroid_and_tuning() -> None:
-    rx = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
-    power = np.array([[-80.0, -90.0, -200.0]])
-    heard = np.array([[True, True, False]])
-    assert np.allclose(weighted_centroid(rx, power, heard, 0.0), [[5.0, 0.0]])
-    assert np.allclose(weighted_centroid(rx, power, heard, 1.0), [[10 * 0.1 / 1.1, 0.0]])
-    truth = np.array([[10 * 0.1 / 1.1, 0.0]])
-    tuned = tune_weighted_centroid(rx, power, heard, truth, grid=(0.0, 0.5, 1.0))
-    assert tuned.exponent == 1.0 and len(tuned.val_rmse_m) == 3
-    with pytest.raises(ValueError, match="at least one hearing receiver"):
-        weighted_centroid(rx, power, np.zeros_like(heard), 1.0)
 
 
 def test_plots_are_written(tmp_path) -> None:

@@ -14,7 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from heimdall.evaluate.baselines import WEIGHT_EXPONENTS
+from heimdall.data.arrays import SessionArrays
+from heimdall.features import SCALAR_NAMES
+
+WEIGHT_EXPONENTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,24 @@ class PowerObservations:
                 f"inconsistent observation shapes: power {self.power_dbm.shape}, heard {self.heard.shape}, "
                 f"present {self.present.shape}, receivers {self.receivers_enu.shape}"
             )
+
+
+def observations_from_arrays(
+    arrays: SessionArrays, idx: np.ndarray, drop: int | None = None
+) -> PowerObservations:
+    """The sessions `idx` as power observations: the rows' measured power; `drop` removes a receiver."""
+    power_col, heard_col = SCALAR_NAMES.index("power_dbm"), SCALAR_NAMES.index("heard")
+    power = (
+        arrays.row_power_db[idx].copy()
+        if arrays.row_power_db is not None
+        else arrays.scalars[idx, :, power_col]
+    )
+    present = arrays.mask[idx].copy()
+    heard = present & (np.nan_to_num(arrays.scalars[idx, :, heard_col]) > 0.5)
+    if drop is not None:
+        present[:, drop] = heard[:, drop] = False
+    power = np.where(present, power, np.nan).astype(float)
+    return PowerObservations(arrays.receiver_enu_m[idx], power, heard, present)
 
 
 def _rmse(pos: np.ndarray, truth: np.ndarray) -> float:

@@ -20,18 +20,21 @@ import numpy as np
 from heimdall.data.arrays import SessionArrays, load_session_arrays
 from heimdall.data.network import ReceiverNetwork
 from heimdall.data.onnx_inputs import onnx_inputs_for
-from heimdall.evaluate.classical import KNNFingerprint, LogDistanceNLS, PowerObservations, WeightedCentroid
+from heimdall.evaluate.classical import (
+    KNNFingerprint,
+    LogDistanceNLS,
+    WeightedCentroid,
+    observations_from_arrays,
+)
 from heimdall.evaluate.intervals import paired_bootstrap
 from heimdall.evaluate.metrics import error_summary, errors_m, mahalanobis_sq, uncertainty_summary
 from heimdall.evaluate.plots import plot_calibration, plot_error_cdf, plot_prediction_map
 from heimdall.export import OnnxLocalizer
-from heimdall.features import SCALAR_NAMES, FeatureConfig
+from heimdall.features import FeatureConfig
 from heimdall.services import Services
 
 log = logging.getLogger("heimdall.evaluate")
 
-HEARD = SCALAR_NAMES.index("heard")
-POWER = SCALAR_NAMES.index("power_dbm")
 MODEL = "model"
 ORACLE = "bayes_oracle"
 CALIBRATION_GRID = tuple(float(x) for x in np.round(np.geomspace(0.25, 16.0, 49), 4))
@@ -81,18 +84,6 @@ def _run_artifacts(services: Services, run_id: str, workdir: Path) -> tuple[Path
             for name in ("split.json", "network.json")
         ]
     return got[0], got[1]
-
-
-def _observations(arrays: SessionArrays, idx: np.ndarray, drop: int | None = None) -> PowerObservations:
-    power = (
-        arrays.row_power_db[idx].copy() if arrays.row_power_db is not None else arrays.scalars[idx, :, POWER]
-    )
-    present = arrays.mask[idx].copy()
-    heard = present & (np.nan_to_num(arrays.scalars[idx, :, HEARD]) > 0.5)
-    if drop is not None:
-        present[:, drop] = heard[:, drop] = False
-    power = np.where(present, power, np.nan)
-    return PowerObservations(arrays.receiver_enu_m[idx], power.astype(float), heard, present)
 
 
 def _calibration_scale(
@@ -200,9 +191,9 @@ def evaluate(
         "knn_fingerprint": KNNFingerprint(),
     }
     for name, b in baselines.items():
-        b.fit(_observations(arrays, train), arrays.target_enu_m[train])
-        tuning = b.tune(_observations(arrays, val), arrays.target_enu_m[val])
-        pos, cov = b.predict(_observations(arrays, idx))
+        b.fit(observations_from_arrays(arrays, train), arrays.target_enu_m[train])
+        tuning = b.tune(observations_from_arrays(arrays, val), arrays.target_enu_m[val])
+        pos, cov = b.predict(observations_from_arrays(arrays, idx))
         methods[name] = Method(pos, cov, {"tuning": tuning})
     oracle_run = _oracle_for(arrays) if oracle else None
     if oracle_run is not None:
@@ -264,7 +255,7 @@ def _outage(
         row: dict[str, Any] = {"station_name": arrays.network.names[k]}
         runs = {MODEL: model_run(idx, k)}
         for name, b in baselines.items():
-            runs[name] = Method(*b.predict(_observations(arrays, idx, drop=k)), {})
+            runs[name] = Method(*b.predict(observations_from_arrays(arrays, idx, drop=k)), {})
         if oracle_run is not None:
             runs[ORACLE] = oracle_run(idx, k)
         for name, m in runs.items():

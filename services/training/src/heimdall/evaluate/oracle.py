@@ -36,7 +36,9 @@ Modelling notes (assumptions stated):
 from __future__ import annotations
 
 import math
+import os
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +57,7 @@ P_WINDOW_SIGMAS = 6.0
 P_TAIL_DECAYS = 15.0
 _DB_PER_LN = 10.0 / math.log(10.0)
 N_NODES = 16
-NEWTON_STEPS = 1
+NEWTON_STEPS = 3
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 Z_SURE = 8.5  # Φ(8.5) = 1 − 1e-17: a non-detection factor indistinguishable from 1
 _GL_T, _GL_W = np.polynomial.legendre.leggauss(N_NODES)
@@ -184,7 +186,12 @@ def _log_phi_terms(
 
 
 def _power_window(
-    margin: NDArray[np.float64], ses: _Session, dbar: NDArray[np.float64], s: float, p_min: float, p_max: float
+    margin: NDArray[np.float64],
+    ses: _Session,
+    dbar: NDArray[np.float64],
+    s: float,
+    p_min: float,
+    p_max: float,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Interval of P holding the mass of ``N(P; d̄, s²)·Π_u Φ(z_u)`` within the prior (s = ∞: nothing heard).
 
@@ -208,7 +215,9 @@ def _power_window(
     for edge, beyond in ((p_max, p > p_max), (p_min, p < p_min)):
         if beyond.any():
             idx = np.flatnonzero(beyond)
-            slope = (dbar[idx] - edge) / s**2 + _log_phi_terms(margin[idx], np.full(idx.size, edge), ses.sigma_u)[1]
+            slope = (dbar[idx] - edge) / s**2 + _log_phi_terms(
+                margin[idx], np.full(idx.size, edge), ses.sigma_u
+            )[1]
             width = np.minimum(P_WINDOW_SIGMAS * s, P_TAIL_DECAYS / np.abs(slope))
             lo[idx], hi[idx] = (edge - width, edge) if edge == p_max else (edge, edge + width)
     return np.clip(lo, p_min, p_max), np.clip(hi, p_min, p_max)
@@ -377,6 +386,7 @@ def bayes_posterior(
     *,
     refine: int = 4,
     n_samples: int | None = None,
+    workers: int | None = None,
 ) -> list[GridPosterior]:
     """Per-session grid posteriors of the transmitter position (world frame ENU); see `bayes_oracle`."""
     if not (0.0 < cell_m <= MAX_CELL_M):
@@ -386,7 +396,12 @@ def bayes_posterior(
     sessions = _prepare(model, band_index, signal_strength_db, snr_db, n_samples)
     grid = _grid(model, cell_m, int(refine))
     p_min, p_max = model.tx_power_dbm_min, model.tx_power_dbm_max
-    return [_session_posterior(grid, s, p_min, p_max) for s in sessions]
+    n_workers = min(len(sessions), workers if workers is not None else (os.cpu_count() or 1))
+    if n_workers <= 1:
+        return [_session_posterior(grid, s, p_min, p_max) for s in sessions]
+    # numpy/scipy release the GIL inside the big array kernels, so threads share the cores well
+    with ThreadPoolExecutor(n_workers) as pool:
+        return list(pool.map(lambda s: _session_posterior(grid, s, p_min, p_max), sessions))
 
 
 def bayes_oracle(
@@ -398,6 +413,7 @@ def bayes_oracle(
     *,
     refine: int = 4,
     n_samples: int | None = None,
+    workers: int | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Posterior mean ``(N, 2)`` and covariance ``(N, 2, 2)`` of the transmitter position.
 
@@ -408,7 +424,7 @@ def bayes_oracle(
     the tiny measured-power blur. Raises ValueError on mismatched shapes or receiver counts.
     """
     posts = bayes_posterior(
-        model, band_index, signal_strength_db, snr_db, cell_m, refine=refine, n_samples=n_samples
+        model, band_index, signal_strength_db, snr_db, cell_m, refine=refine, n_samples=n_samples, workers=workers
     )
     mean = np.empty((len(posts), 2))
     cov = np.empty((len(posts), 2, 2))

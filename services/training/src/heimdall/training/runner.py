@@ -20,19 +20,16 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProg
 from heimdall.data.arrays import DatasetError, SessionArrays, load_session_arrays
 from heimdall.data.dataset import HeimdallDataModule
 from heimdall.data.splits import ids_digest
-from heimdall.evaluate.baselines import tune_weighted_centroid
+from heimdall.evaluate.classical import WeightedCentroid, observations_from_arrays
 from heimdall.evaluate.metrics import error_summary, errors_m, uncertainty_summary
 from heimdall.evaluate.plots import plot_error_cdf, plot_loss_curves, plot_prediction_map
 from heimdall.export import InferenceGraph, export_onnx, measure_latency, onnx_parity, upload_model
-from heimdall.features import SCALAR_NAMES
 from heimdall.model import LocalizationNet
 from heimdall.services import Services
 from heimdall.training.config import TrainConfig
 from heimdall.training.module import LocalizationModule, predict_arrays
 
 log = logging.getLogger("heimdall.training")
-HEARD = SCALAR_NAMES.index("heard")
-POWER = SCALAR_NAMES.index("power_dbm")
 
 
 @dataclass
@@ -235,25 +232,13 @@ def _evaluate_and_export(
         **uncertainty_summary(pos, cov, arrays.target_enu_m[idx], arrays.target_sigma_m[idx]),
     }
     receivers = arrays.network.positions_enu_m()
-
-    def heard_power(ix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        heard = arrays.mask[ix] & (np.nan_to_num(arrays.scalars[ix, :, HEARD]) > 0.5)
-        return arrays.scalars[ix, :, POWER].astype(float), heard
-
     vidx = arrays.indices("val")
-    wc = tune_weighted_centroid(receivers, *heard_power(vidx), arrays.target_enu_m[vidx])
-    wc_pos = wc.predict(receivers, *heard_power(idx))
+    wc = WeightedCentroid()
+    tuning = wc.tune(observations_from_arrays(arrays, vidx), arrays.target_enu_m[vidx])
+    wc_pos, _ = wc.predict(observations_from_arrays(arrays, idx))
     wlat, wlon = frame.to_latlon(wc_pos)
     wc_err = errors_m(np.stack([wlat, wlon], axis=1), arrays.truth_latlon[idx])
-    baseline = {
-        **error_summary(wc_err),
-        "tuning": {
-            "parameter": "power_weight_exponent",
-            "grid": list(wc.grid),
-            "val_rmse_m": list(wc.val_rmse_m),
-        },
-        "chosen": {"power_weight_exponent": wc.exponent},
-    }
+    baseline = {**error_summary(wc_err), "tuning": tuning, "chosen": tuning["chosen"]}
     plot_error_cdf({"model": err, "weighted centroid": wc_err}, out / "error_cdf.png")
     plot_prediction_map(
         arrays.target_enu_m[idx], pos, cov, receivers, arrays.network.names, out / "prediction_map.png"
