@@ -48,7 +48,7 @@ def rel(p: Path) -> str:
 
 
 def sh(args: list[str]) -> None:
-    shown = " ".join(a if not a.startswith(str(ROOT)) else rel(Path(a)) for a in args)
+    shown = " ".join(rel(Path(a)) if os.path.isabs(a) else a for a in args)
     COMMANDS.append(f"HEIMDALL_DATA_DIR={rel(OUT / 'data')} {shown}")
     print(f"$ {COMMANDS[-1]}", flush=True)
     env = {**os.environ, "HEIMDALL_DATA_DIR": str(OUT / "data")}

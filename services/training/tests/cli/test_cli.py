@@ -39,11 +39,32 @@ def test_simulate_and_rerun_is_idempotent(embedded_env: Path) -> None:
         app, ["simulate", "--sessions", "5", "--seed", "2", "--duration", "0.1", "--no-progress"]
     )
     assert "0 written, 5 already present" in r.output
+    # extending the run simulates only the new sessions; the --dataset label applies to them
+    r = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--sessions",
+            "7",
+            "--seed",
+            "2",
+            "--duration",
+            "0.1",
+            "--dataset",
+            "held-out",
+            "--no-progress",
+        ],
+    )
+    assert "2 written, 5 already present" in r.output, r.output
     services = open_services()
     with services.db.sessions() as s:
-        assert s.scalar(select(func.count()).select_from(RecordingSession)) == 5
-        assert s.scalar(select(func.count()).select_from(Measurement)) == 35
-    assert len(services.store.list_keys("heimdall-raw-iq", "sessions/")) == 35
+        assert s.scalar(select(func.count()).select_from(RecordingSession)) == 7
+        assert s.scalar(select(func.count()).select_from(Measurement)) == 49
+        held = (
+            select(func.count()).select_from(RecordingSession).where(RecordingSession.dataset == "held-out")
+        )
+        assert s.scalar(held) == 2
+    assert len(services.store.list_keys("heimdall-raw-iq", "sessions/")) == 49
     services.close()
 
 
@@ -54,6 +75,7 @@ def test_simulate_and_rerun_is_idempotent(embedded_env: Path) -> None:
         (["simulate", "--scenario", "atlantis"], "nw-italy-v1"),
         (["simulate", "--duration", "0.001"], "samples"),
         (["simulate", "--duration", "-1"], "duration"),
+        (["simulate", "--dataset", " "], "--dataset must be a non-empty label"),
     ],
 )
 def test_simulate_bad_input_writes_nothing(embedded_env: Path, args: list[str], match: str) -> None:

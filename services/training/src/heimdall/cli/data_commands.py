@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from itertools import islice
 from pathlib import Path
 
 import typer
@@ -13,8 +12,9 @@ from heimdall.cli.app import app, console, db_app, user_errors
 from heimdall.services import open_services
 from heimdall.settings import Settings
 from heimdall.simulate.scenario import load_scenario
-from heimdall.simulate.session import simulate_sessions
+from heimdall.simulate.session import session_id_for, simulate_sessions
 from heimdall.storage.database import open_database
+from heimdall.storage.queries import existing_session_ids
 from heimdall.storage.recordings import write_sessions
 from heimdall.storage.simulated import session_record
 
@@ -44,7 +44,7 @@ def simulate(
     if dataset is not None and not dataset.strip():
         raise ValueError("--dataset must be a non-empty label")
     spec = load_scenario(Path(scenario) if scenario.endswith((".yaml", ".yml")) else scenario)
-    stream = simulate_sessions(spec, sessions, seed, duration, start)  # validates before any I/O
+    simulate_sessions(spec, sessions, seed, duration, start)  # validates the arguments before any I/O
     services = open_services()
     written = skipped = 0
     t0 = time.perf_counter()
@@ -58,11 +58,19 @@ def simulate(
             disable=not progress,
         ) as bar:
             task = bar.add_task(spec.name, total=sessions)
-            while batch := list(islice(stream, BATCH)):
-                records = [session_record(s, spec.name, seed, dataset) for s in batch]
-                w, k = write_sessions(services.db, services.store, services.settings.raw_iq_bucket, records)
-                written, skipped = written + w, skipped + k
-                bar.advance(task, len(batch))
+            for first in range(start, start + sessions, BATCH):
+                count = min(BATCH, start + sessions - first)
+                ids = [session_id_for(spec, seed, k) for k in range(first, first + count)]
+                if len(existing_session_ids(services.db, ids)) == count:  # a re-run: nothing to simulate
+                    skipped += count
+                else:
+                    batch = simulate_sessions(spec, count, seed, duration, first)
+                    records = [session_record(s, spec.name, seed, dataset) for s in batch]
+                    w, k = write_sessions(
+                        services.db, services.store, services.settings.raw_iq_bucket, records
+                    )
+                    written, skipped = written + w, skipped + k
+                bar.advance(task, count)
     finally:
         services.close()
     elapsed = time.perf_counter() - t0

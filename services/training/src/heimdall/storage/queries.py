@@ -187,3 +187,9 @@ def dataset_labels(db: Database) -> dict[str, int]:
             .group_by(RecordingSession.dataset)
         )
         return {label: int(n) for label, n in rows}
+
+
+def existing_session_ids(db: Database, ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of `ids` are already stored (lets idempotent writers skip work, not only writes)."""
+    with db.sessions() as q:
+        return set(q.scalars(select(RecordingSession.id).where(RecordingSession.id.in_(list(ids)))))
