@@ -47,12 +47,16 @@ def rel(p: Path) -> str:
     return os.path.relpath(p, ROOT)
 
 
-def sh(args: list[str]) -> None:
+def sh(args: list[str], run: bool = True) -> None:
+    """Record the exact command (for RESULTS.md) and run it unless its output is already there."""
     shown = " ".join(rel(Path(a)) if os.path.isabs(a) else a for a in args)
-    COMMANDS.append(f"HEIMDALL_DATA_DIR={rel(OUT / 'data')} {shown}")
+    COMMANDS.append(
+        f"HEIMDALL_DATA_DIR={rel(OUT / 'data')} {shown}" + ("" if run else "  # output present: reused")
+    )
     print(f"$ {COMMANDS[-1]}", flush=True)
-    env = {**os.environ, "HEIMDALL_DATA_DIR": str(OUT / "data")}
-    subprocess.run(args, check=True, env=env, cwd=ROOT)
+    if run:
+        env = {**os.environ, "HEIMDALL_DATA_DIR": str(OUT / "data")}
+        subprocess.run(args, check=True, env=env, cwd=ROOT)
 
 
 def stage_data() -> None:
@@ -88,35 +92,22 @@ def stage_data() -> None:
 
 def stage_run(name: str, force: bool) -> None:
     model_dir, eval_dir = OUT / "models" / name, OUT / "eval" / name
-    if force or not (model_dir / "report.json").is_file():
-        sh(
-            [
-                *HEIMDALL,
-                "train",
-                "--config",
-                str(CONFIGS / f"{name}.yaml"),
-                "--output-dir",
-                str(model_dir),
-                "--no-progress",
-                "--no-tracking",
-            ]
-        )
-    if force or not (eval_dir / "evaluation.json").is_file():
-        opts = RUNS[name]
-        sh(
-            [
-                *HEIMDALL,
-                "evaluate",
-                "--model",
-                str(model_dir),
-                "--split",
-                "test",
-                "--output-dir",
-                str(eval_dir),
-                "--outage" if opts["outage"] else "--no-outage",
-                "--oracle" if opts["oracle"] else "--no-oracle",
-            ]
-        )
+    train = [*HEIMDALL, "train", "--config", str(CONFIGS / f"{name}.yaml"), "--output-dir", str(model_dir)]
+    sh([*train, "--no-progress", "--no-tracking"], run=force or not (model_dir / "report.json").is_file())
+    opts = RUNS[name]
+    outage = ["--outage", "--outage-sessions", "500"] if opts["outage"] else ["--no-outage"]
+    evaluate = [
+        *HEIMDALL,
+        "evaluate",
+        "--model",
+        str(model_dir),
+        "--split",
+        "test",
+        "--output-dir",
+        str(eval_dir),
+    ]
+    oracle = "--oracle" if opts["oracle"] else "--no-oracle"
+    sh([*evaluate, *outage, oracle], run=force or not (eval_dir / "evaluation.json").is_file())
 
 
 def load(name: str) -> tuple[dict, dict] | None:

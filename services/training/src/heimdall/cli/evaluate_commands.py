@@ -24,6 +24,9 @@ def evaluate(
         True, "--outage/--no-outage", help="Remove each receiver in turn at test time."
     ),
     oracle: bool = typer.Option(True, "--oracle/--no-oracle", help="Bayes oracle (simulated data only)."),
+    outage_sessions: int | None = typer.Option(
+        None, "--outage-sessions", "--outage_sessions", min=1, help="Outage on a fixed subset of N sessions."
+    ),
 ) -> None:
     """Evaluate a model against weighted centroid, log-distance NLS, kNN fingerprints and the Bayes oracle."""
     from heimdall.evaluate.job import evaluate as run

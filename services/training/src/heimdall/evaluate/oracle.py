@@ -37,8 +37,9 @@ Modelling notes (assumptions stated):
   mean by ~4 km RMS against 125 m cells, 250 m cells by ~0.4 km (~1 % of the oracle's RMSE here,
   adding in quadrature: < 0.01 % to the RMSE); the refinement rule differs from refining every
   cell by ~20 m RMS.
-* Sessions are independent: with ``workers`` > 1 they are spread over threads (the heavy numpy and
-  scipy kernels release the GIL). Results do not depend on the number of workers.
+* Sessions are independent: with ``workers`` > 1 they are spread over threads (numpy and scipy
+  release the GIL inside their array kernels; the gain was not measurable on the shared, saturated
+  2-core machine this was written on). Results do not depend on the number of workers.
 """
 
 from __future__ import annotations
@@ -215,17 +216,19 @@ def _power_window(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Interval of P holding the mass of ``N(P; d̄, s²)·Π_u Φ(z_u)`` within the prior (s = ∞: nothing heard).
 
-    The integrand is log-concave. Newton from d̄ finds its mode p*: the Φ factors only pull P down and
-    their curvature grows with P, so the iterates decrease monotonically onto p* (no overshoot).
-    Below p* the log-curvature is at least 1/s², above it at least that at p* (1/s*²), hence
-    [p* − 6s, p* + 6s*]. A mode beyond a prior end makes the integrand decay from that end at least as
-    fast as exp(−|slope|·u) and as N(0, s²), so the window keeps min(6s, 15/|slope|) there.
+    The integrand is log-concave; its mode p* ≤ d̄ (the Φ factors only pull P down). The slope of its
+    log is concave in P (the Φ factors' curvature grows with P), so Newton started at min(d̄, P_max) ≥ p*
+    decreases monotonically onto p* (no overshoot; 3 steps suffice, tested), and started below a mode
+    beyond P_max it jumps past it: either way ``p > P_max`` after a step iff p* > P_max. Below p* the
+    log-curvature is at least 1/s², above it at least that at p* (1/s*²), hence [p − 6s, p + 6s*].
+    A mode beyond a prior end makes the integrand decay from that end at least as fast as
+    exp(−|slope|·u) and as N(0, s²), so the window keeps min(6s, 15/|slope|) there.
     """
     if math.isinf(s):  # nothing heard: Π Φ is largest at P_min and decays from there
         slope = _log_phi_terms(margin, np.full(margin.shape[0], p_min), ses.sigma_u)[1]
         width = np.minimum(p_max - p_min, P_TAIL_DECAYS / np.maximum(-slope, 1e-300))
         return np.full_like(width, p_min), p_min + width
-    p = dbar.copy()
+    p = np.minimum(dbar, p_max)
     for _ in range(NEWTON_STEPS):
         _, d1, d2 = _log_phi_terms(margin, p, ses.sigma_u)
         p = p + ((dbar - p) / s**2 + d1) / (1.0 / s**2 - d2)
