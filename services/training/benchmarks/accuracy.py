@@ -110,6 +110,38 @@ def stage_run(name: str, force: bool) -> None:
     sh([*evaluate, *outage, oracle], run=force or not (eval_dir / "evaluation.json").is_file())
 
 
+def speed_tables() -> list[str]:
+    """The quick throughput/latency benchmarks, run here so RESULTS.md has every §9 figure in one place."""
+    model = OUT / "models" / "nw-italy-10k" / "model.onnx"
+    scripts = [
+        (
+            "Simulation throughput (issue #2 target ≥ 200 sessions/s)",
+            ["simulate_throughput.py", "--sessions", "1000"],
+        ),
+        ("Feature extraction (target ≥ 2,000 recordings/s)", ["features_throughput.py"]),
+        (
+            "ONNX inference from IQ, main model (target p50 ≤ 5 ms)",
+            ["inference_latency.py", "--model", str(model)],
+        ),
+    ]
+    lines: list[str] = []
+    for title, (script, *args) in scripts:
+        cmd = [sys.executable, str(HERE / script), *args]
+        COMMANDS.append(
+            " ".join(
+                [
+                    ".venv/bin/python",
+                    rel(HERE / script),
+                    *(rel(Path(a)) if os.path.isabs(a) else a for a in args),
+                ]
+            )
+        )
+        print(f"$ {COMMANDS[-1]}", flush=True)
+        out = subprocess.run(cmd, check=True, cwd=ROOT, capture_output=True, text=True).stdout
+        lines += [f"### {title}", "", out.strip(), ""]
+    return lines
+
+
 def load(name: str) -> tuple[dict, dict] | None:
     r, e = OUT / "models" / name / "report.json", OUT / "eval" / name / "evaluation.json"
     if not (r.is_file() and e.is_file()):
@@ -275,6 +307,7 @@ def write_results(elapsed_s: float) -> Path:
             f"(target ≤ 0.85): {verdict(m['mean_error_m'] <= 0.85 * k['mean_error_m'])}.",
             "",
         ]
+    L += ["## Throughput and latency (medians of repeated runs)", "", *speed_tables()]
     L += ["## Commands", "", "```bash", *COMMANDS, "```", ""]
     path = HERE / "RESULTS.md"
     path.write_text("\n".join(L))
