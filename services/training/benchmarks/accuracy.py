@@ -165,7 +165,7 @@ def speed_tables() -> list[str]:
         ("Feature extraction (target ≥ 2,000 recordings/s)", ["features_throughput.py"]),
         (
             "ONNX inference from IQ, main model (target p50 ≤ 5 ms)",
-            ["inference_latency.py", "--model", str(model)],
+            ["inference_latency.py", "--model", rel(model)],
         ),
     ]
     lines: list[str] = []
