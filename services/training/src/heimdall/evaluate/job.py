@@ -192,7 +192,8 @@ def evaluate(
         return Method(np.concatenate(pos), np.concatenate(cov), {})
 
     say("model")
-    scale = _calibration_scale(*_pair(model_run(val)), arrays.target_enu_m[val], arrays.target_sigma_m[val])
+    on_val = model_run(val)
+    scale = _calibration_scale(on_val.pos, on_val.cov, arrays.target_enu_m[val], arrays.target_sigma_m[val])
     methods: dict[str, Method] = {}
     m = model_run(idx)
     methods[MODEL] = Method(m.pos, m.cov * scale["chosen"], {"covariance_scale": scale})
@@ -218,7 +219,7 @@ def evaluate(
         if outage_sessions is not None and outage_sessions < idx.size:
             scores = np.array([split_score(arrays.session_ids[i]) for i in idx])
             sub = np.sort(idx[np.argsort(scores, kind="stable")[:outage_sessions]])
-        result["outage"] = _outage(arrays, sub, model_run, baselines, oracle_run, scale["chosen"])
+        result["outage"] = _outage(arrays, sub, model_run, baselines, oracle_run)
         result["outage_n_sessions"] = int(sub.size)
     result.update(
         {
@@ -233,10 +234,6 @@ def evaluate(
     )
     _write(output_dir, result, methods, arrays, idx, truth)
     return result
-
-
-def _pair(m: Method) -> tuple[np.ndarray, np.ndarray]:
-    return m.pos, m.cov  # type: ignore[return-value]
 
 
 def _latlon_errors(arrays: SessionArrays, idx: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -265,7 +262,6 @@ def _outage(
     model_run: Callable[..., Method],
     baselines: dict[str, Any],
     oracle_run: Callable[[np.ndarray, int | None], Method] | None,
-    scale: float,
 ) -> dict[str, Any]:
     rows = {}
     for k, sid in enumerate(arrays.network.station_ids):

@@ -6,12 +6,12 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select
 
 from heimdall.storage.database import Database
-from heimdall.storage.recordings import SourceRecord
+from heimdall.storage.recordings import SourceRecord, as_utc
 from heimdall.storage.schema import KnownSource, Measurement, RecordingSession, WebSDRStation
 
 
@@ -63,10 +63,6 @@ class StoredSession:
     measurements: tuple[StoredMeasurement, ...]
 
 
-def _utc(ts: datetime) -> datetime:
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
-
-
 def _source(row: KnownSource | None) -> SourceRecord | None:
     if row is None:
         return None
@@ -86,7 +82,7 @@ def _measurement(m: Measurement, st: WebSDRStation) -> StoredMeasurement:
     moving = m.receiver_latitude is not None and m.receiver_longitude is not None
     return StoredMeasurement(
         id=m.id,
-        timestamp=_utc(m.timestamp),
+        timestamp=as_utc(m.timestamp),
         station_id=m.websdr_station_id,
         station_name=st.name,
         frequency_hz=m.frequency_hz,
@@ -132,7 +128,7 @@ def _assemble(db: Database, sessions: Sequence[RecordingSession]) -> list[Stored
             id=s.id,
             acquisition_task_id=s.acquisition_task_id,
             dataset=s.dataset,
-            session_start=_utc(s.session_start),
+            session_start=as_utc(s.session_start),
             duration_seconds=s.duration_seconds,
             approval_status=s.approval_status,
             notes=s.notes,

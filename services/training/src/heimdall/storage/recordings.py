@@ -77,7 +77,8 @@ class RecordingWriteError(RuntimeError):
     """A session could not be written; nothing of it was left behind."""
 
 
-def _utc(ts: datetime) -> datetime:
+def as_utc(ts: datetime) -> datetime:
+    """Timestamps in UTC: SQLite returns naive datetimes, PostgreSQL aware ones."""
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
@@ -101,7 +102,7 @@ def _rows(record: SessionRecord, bucket: str, new_source: bool) -> dict[type, li
             "known_source_id": record.source.id if record.source else None,
             "acquisition_task_id": record.acquisition_task_id,
             "dataset": record.dataset,
-            "session_start": _utc(record.session_start),
+            "session_start": as_utc(record.session_start),
             "duration_seconds": record.duration_seconds,
             "approval_status": record.approval_status,
             "notes": record.notes,
@@ -111,7 +112,7 @@ def _rows(record: SessionRecord, bucket: str, new_source: bool) -> dict[type, li
         has_iq = m.iq is not None
         rows[Measurement].append(
             {
-                "timestamp": _utc(m.timestamp),
+                "timestamp": as_utc(m.timestamp),
                 "id": m.id,
                 "websdr_station_id": m.station_id,
                 "recording_session_id": record.id,
