@@ -15,7 +15,7 @@ from heimdall.simulate.scenario import load_scenario
 from heimdall.simulate.session import session_id_for, simulate_sessions
 from heimdall.storage.database import open_database
 from heimdall.storage.queries import existing_session_ids
-from heimdall.storage.recordings import write_sessions
+from heimdall.storage.recordings import missing_objects, write_sessions
 from heimdall.storage.simulated import session_record
 
 BATCH = 64
@@ -61,7 +61,9 @@ def simulate(
             for first in range(start, start + sessions, BATCH):
                 count = min(BATCH, start + sessions - first)
                 ids = [session_id_for(spec, seed, k) for k in range(first, first + count)]
-                if len(existing_session_ids(services.db, ids)) == count:  # a re-run: nothing to simulate
+                stored = existing_session_ids(services.db, ids)
+                if len(stored) == count and not missing_objects(services.db, services.store, ids):
+                    # a re-run with every row and object in place: nothing to simulate
                     skipped += count
                 else:
                     batch = simulate_sessions(spec, count, seed, duration, first)

@@ -3,19 +3,30 @@
 Features of a recording depend only on its IQ and the feature configuration, so they are
 computed once; later epochs and later runs read these files instead of the object store.
 One file per session and configuration holds the rows of each of its stations.
+The cache is derived data, so it heals itself: an entry that cannot be read (truncated, corrupted,
+wrong shapes) is a miss that is recomputed and overwritten, and temporary files left by a killed
+writer are removed on the next run.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import tempfile
+import time
 import uuid
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from heimdall.features import FeatureConfig
+
+log = logging.getLogger("heimdall.data")
+
+STALE_TMP_S = 3600.0  # a temporary file this old belongs to a writer that died
+_UNREADABLE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -39,19 +50,48 @@ class FeatureCache:
         self.dir = Path(root) / self.config_hash
         self.hits = 0
         self.misses = 0
+        self.unreadable = 0
+        self._sweep_stale_tmp()
+
+    def _sweep_stale_tmp(self) -> None:
+        """Remove `.tmp-*` files of writers that were killed before their rename."""
+        if not self.dir.is_dir():
+            return
+        cutoff = time.time() - STALE_TMP_S
+        for tmp in self.dir.glob("*/.tmp-*"):
+            try:
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+            except OSError:
+                pass  # another process removed or renamed it meanwhile
 
     def _path(self, session_id: uuid.UUID) -> Path:
         s = str(session_id)
         return self.dir / s[:2] / f"{s}.npz"
 
     def load(self, session_id: uuid.UUID, station_ids: list[int]) -> CachedFeatures | None:
-        """The cached rows if every requested station is present, else None (recompute)."""
+        """The cached rows if every requested station is present, else None (recompute).
+
+        An unreadable entry is a miss too: it is logged once per cache and overwritten on save.
+        """
         path = self._path(session_id)
+        if not path.is_file():
+            self.misses += 1
+            return None
         try:
             with np.load(path, allow_pickle=False) as z:
                 cached = CachedFeatures(z["station_ids"], z["log_mel"], z["scalars"])
-        except (OSError, ValueError, KeyError):
+            _check_shapes(cached)
+        except _UNREADABLE as exc:
             self.misses += 1
+            self.unreadable += 1
+            if self.unreadable == 1:
+                log.warning(
+                    "feature cache entry %s is unreadable (%s); recomputing it (further unreadable "
+                    "entries are recomputed without a message)",
+                    path,
+                    type(exc).__name__,
+                )
             return None
         if not set(station_ids) <= set(cached.station_ids.tolist()):
             self.misses += 1
@@ -62,13 +102,28 @@ class FeatureCache:
     def save(self, session_id: uuid.UUID, features: CachedFeatures) -> None:
         path = self._path(session_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npz")
+        # open(…, "xb") gives the file the ordinary mode (0666 & ~umask), unlike mkstemp's 0600
+        tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex}.npz")
         try:
-            with os.fdopen(fd, "wb") as f:
+            with open(tmp, "xb") as f:
                 np.savez(
                     f, station_ids=features.station_ids, log_mel=features.log_mel, scalars=features.scalars
                 )
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
+
+
+def _check_shapes(cached: CachedFeatures) -> None:
+    """A readable file with the wrong layout (another version, a bit flip in a header) is unreadable."""
+    n = cached.station_ids.shape[0] if cached.station_ids.ndim == 1 else -1
+    if (
+        n < 0
+        or cached.log_mel.ndim != 3
+        or cached.log_mel.shape[0] != n
+        or cached.scalars.ndim != 2
+        or cached.scalars.shape[0] != n
+        or cached.station_ids.dtype.kind not in "iu"
+    ):
+        raise ValueError("feature cache entry has the wrong layout")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 
 from heimdall.storage.database import Database
 from heimdall.storage.iq import IQ_FORMAT, encode_iq, iq_key
@@ -135,16 +135,91 @@ def _rows(record: SessionRecord, bucket: str, new_source: bool) -> dict[type, li
     return rows
 
 
+SQLITE_WRITE_WAIT_MS = 60_000  # a concurrent writer holds SQLite's write lock for one batch
+
+
+def _insert_ignoring_conflicts(db: Database, table: type):  # type: ignore[no-untyped-def]
+    """`INSERT … ON CONFLICT DO NOTHING` for the database's dialect (a concurrent insert is not an error)."""
+    if db.engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    return dialect_insert(table).on_conflict_do_nothing()
+
+
+def _expected_objects(record: SessionRecord, bucket: str) -> dict[str, str]:
+    """`bucket/key` location → key for every IQ object the session's rows point to."""
+    return {
+        f"{bucket}/{iq_key(record.acquisition_task_id, m.station_id)}": iq_key(
+            record.acquisition_task_id, m.station_id
+        )
+        for m in record.measurements
+        if m.iq is not None
+    }
+
+
+def missing_objects(
+    db: Database, store: ObjectStore, session_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    """Stored sessions among `session_ids` whose rows point to objects that do not exist, with the count."""
+    if not session_ids:
+        return {}
+    with db.sessions() as q:
+        rows = q.execute(
+            select(Measurement.recording_session_id, Measurement.iq_data_location).where(
+                Measurement.recording_session_id.in_(list(session_ids)),
+                Measurement.iq_data_location.is_not(None),
+            )
+        ).all()
+    missing: dict[uuid.UUID, int] = {}
+    for sid, location in rows:
+        bucket, _, key = location.partition("/")
+        if not store.exists(bucket, key):
+            missing[sid] = missing.get(sid, 0) + 1
+    return missing
+
+
+def _repair(db: Database, store: ObjectStore, bucket: str, records: Sequence[SessionRecord]) -> int:
+    """Rewrite the missing objects of sessions whose rows are already stored; returns how many.
+
+    Only objects that are missing are written, with the bytes the row describes, so a concurrent
+    writer of the same session can only ever write the same bytes: nothing is deleted here.
+    """
+    by_id = {r.id: r for r in records}
+    broken = missing_objects(db, store, list(by_id))
+    repaired = 0
+    for sid in broken:
+        record = by_id[sid]
+        with db.sessions() as q:
+            stored = set(
+                q.scalars(select(Measurement.iq_data_location).where(Measurement.recording_session_id == sid))
+            )
+        encoded = _encode_objects(record)
+        for location, key in _expected_objects(record, bucket).items():
+            if location in stored and not store.exists(bucket, key):
+                store.put_bytes(bucket, key, encoded[key])
+                repaired += 1
+    if repaired:
+        log.warning("repaired %d missing object(s) of %d already-stored session(s)", repaired, len(broken))
+    return repaired
+
+
 def write_sessions(
     db: Database, store: ObjectStore, bucket: str, records: Iterable[SessionRecord]
 ) -> tuple[int, int]:
     """Write a batch of sessions in one transaction; returns (written, already present).
 
-    Objects go first, rows second in one transaction; if the transaction fails the objects of
-    the batch are deleted again, so each session is rows and objects both or neither. Sessions
-    whose id is already in the database are skipped, which makes re-runs idempotent.
+    Safe with concurrent writers of the same sessions (two processes, either backend):
+    1. the session rows are inserted first with `ON CONFLICT DO NOTHING … RETURNING`: the rows this
+       writer gets back are its claim, and the database holds a concurrent insert of the same ids
+       until this transaction ends;
+    2. only then are the claimed sessions' objects written and their measurement rows inserted;
+    3. on any failure the objects of *claimed* sessions are deleted before the rollback releases
+       the claim, so no writer ever deletes an object whose session has a committed row.
+    Sessions already stored are a no-op, except that missing objects of their rows are rewritten
+    (a re-run repairs a row whose object was lost). Each session is rows and objects both or neither.
     """
-    batch = list(records)
+    batch = sorted(records, key=lambda r: r.id)  # one lock order for every writer: no deadlocks
     if not batch:
         return 0, 0
     ids = [r.id for r in batch]
@@ -153,8 +228,6 @@ def write_sessions(
     with db.sessions() as session:
         present = set(session.scalars(select(RecordingSession.id).where(RecordingSession.id.in_(ids))))
         known_stations = set(session.scalars(select(WebSDRStation.id)))
-        source_ids = {r.source.id for r in batch if r.source is not None}
-        sources_present = set(session.scalars(select(KnownSource.id).where(KnownSource.id.in_(source_ids))))
         todo = [r for r in batch if r.id not in present]
         task_ids = [r.acquisition_task_id for r in todo]
         if len(set(task_ids)) != len(task_ids):
@@ -172,33 +245,81 @@ def write_sessions(
         unknown = sorted({m.station_id for m in r.measurements} - known_stations)
         if unknown:
             raise RecordingWriteError(f"session {r.id}: unknown station id(s) {unknown}; nothing written")
-    encoded = [(r, _encode_objects(r)) for r in todo]  # validate every IQ before writing anything
+    encoded = {r.id: _encode_objects(r) for r in todo}  # validate every IQ before writing anything
+    claimed: set[uuid.UUID] = set()
+    if todo:
+        claimed = _claim_and_write(db, store, bucket, todo, encoded)
+    lost_race = [r for r in todo if r.id not in claimed]  # another writer stored them meanwhile
+    _repair(db, store, bucket, [r for r in batch if r.id in present] + lost_race)
+    return len(claimed), len(batch) - len(claimed)
+
+
+def _claim_and_write(
+    db: Database,
+    store: ObjectStore,
+    bucket: str,
+    todo: Sequence[SessionRecord],
+    encoded: dict[uuid.UUID, dict[str, bytes]],
+) -> set[uuid.UUID]:
+    """Steps 1-3 of `write_sessions` in one transaction; returns the ids this writer stored."""
+    sources: dict[uuid.UUID, dict[str, object]] = {}
+    for r in todo:
+        if r.source is not None:
+            sources.setdefault(r.source.id, dataclasses.asdict(r.source))
     written: list[str] = []
-    try:
-        for _, objects in encoded:
-            for key, data in objects.items():
-                store.put_bytes(bucket, key, data)
-                written.append(key)
-        tables: dict[type, list[dict[str, object]]] = {KnownSource: [], RecordingSession: [], Measurement: []}
-        for r, _ in encoded:
-            new_source = r.source is not None and r.source.id not in sources_present
-            for table, values in _rows(r, bucket, new_source).items():
-                tables[table].extend(values)
-            if new_source:
-                sources_present.add(r.source.id)  # type: ignore[union-attr]
-        with db.sessions.begin() as session:
-            for table, values in tables.items():  # parents before children
-                if values:
-                    session.execute(insert(table), values)
-    except Exception as exc:
-        for key in written:
-            try:
-                store.delete(bucket, key)
-            except Exception:
-                log.warning("could not remove %s/%s after a failed write", bucket, key)
-        first = todo[0].id if todo else "?"
-        raise RecordingWriteError(
-            f"writing {len(todo)} session(s) starting at {first} failed, nothing kept: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from exc
-    return len(todo), len(present)
+    claimed: set[uuid.UUID] = set()
+    with db.engine.connect() as conn:
+        if db.engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_WRITE_WAIT_MS}")
+            conn.commit()
+        trans = conn.begin()
+        try:
+            if sources:
+                rows = [sources[k] for k in sorted(sources)]
+                conn.execute(_insert_ignoring_conflicts(db, KnownSource), rows)
+            session_rows = [_rows(r, bucket, new_source=False)[RecordingSession][0] for r in todo]
+            for k in range(0, len(session_rows), 500):  # stay under bound-parameter limits
+                stmt = _insert_ignoring_conflicts(db, RecordingSession).returning(RecordingSession.id)
+                claimed.update(conn.execute(stmt.values(session_rows[k : k + 500])).scalars())
+            _check_task_ids(conn, [r for r in todo if r.id not in claimed], [r.id for r in todo])
+            mine = [r for r in todo if r.id in claimed]
+            for r in mine:
+                for key, data in encoded[r.id].items():
+                    store.put_bytes(bucket, key, data)
+                    written.append(key)
+            measurements = [row for r in mine for row in _rows(r, bucket, new_source=False)[Measurement]]
+            if measurements:
+                conn.execute(insert(Measurement), measurements)
+            trans.commit()
+        except Exception as exc:
+            # Delete while the claim is still held: no other writer can own these keys yet.
+            _delete_quietly(store, bucket, written)
+            if trans.is_active:
+                trans.rollback()
+            raise RecordingWriteError(
+                f"writing {len(todo)} session(s) starting at {todo[0].id} failed, nothing kept: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            ) from exc
+    return claimed
+
+
+def _check_task_ids(conn: Connection, unclaimed: Sequence[SessionRecord], todo_ids: list[uuid.UUID]) -> None:
+    """An unclaimed session is fine if another writer stored it; not if its task id is another session's."""
+    if not unclaimed:
+        return
+    clash = conn.execute(
+        select(RecordingSession.acquisition_task_id, RecordingSession.id).where(
+            RecordingSession.acquisition_task_id.in_(sorted(r.acquisition_task_id for r in unclaimed)),
+            RecordingSession.id.not_in(todo_ids),
+        )
+    ).first()
+    if clash is not None:
+        raise RecordingWriteError(f"acquisition task id {clash[0]!r} already belongs to session {clash[1]}")
+
+
+def _delete_quietly(store: ObjectStore, bucket: str, keys: Sequence[str]) -> None:
+    for key in keys:
+        try:
+            store.delete(bucket, key)
+        except Exception:
+            log.warning("could not remove %s/%s after a failed write", bucket, key)
