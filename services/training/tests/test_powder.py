@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import inspect
 import json
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -17,6 +19,7 @@ import torch
 from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
+from heimdall import powder as powder_module
 from heimdall.cli import app
 from heimdall.data.arrays import MOVING_SCALAR_NAMES, DatasetError, load_session_arrays
 from heimdall.data.network import ReceiverNetwork
@@ -382,11 +385,219 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(
     assert _counts(empty) == before == (0, 0, 7)
 
 
+def _raw_csv(folder: Path, content: bytes) -> Path:
+    path = _write(folder)
+    path.write_bytes(content)
+    return path
+
+
+def _csv_bytes(rows=ROWS) -> bytes:
+    return "\n".join(",".join(r) for r in [HEADER, *rows]).encode() + b"\n"
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (
+            lambda d: _raw_csv(d, _csv_bytes()[:40] + b"\xff\xfe" + _csv_bytes()[40:]),
+            r"line 1: not UTF-8 text",
+        ),
+        (
+            lambda d: _raw_csv(d, _csv_bytes() + b'"' + b"x" * 200_000 + b'"\n'),
+            r"line 7: not a readable CSV row",
+        ),
+        (lambda d: _raw_csv(d, _csv_bytes() + b"\0\0,\0\n"), r"line 7: 2 fields, the header has 9"),
+        (
+            lambda d: _write(d, [["0001-01-01 00:00:00+01:00", *ROWS[0][1:]]]),
+            r"line 2: timestamp '0001-01-01 00:00:00\+01:00' is not",
+        ),
+        (
+            lambda d: (
+                _write(d, tests={"random_test.json": []})
+                .parent.joinpath("random_test.json")
+                .write_text(json.dumps({ROWS[0][0]: {"tx_coords": [["north", None]]}}))
+                and d / "single_tx.csv"
+            ),
+            r"random_test.json: sample '2022-01-01 10:00:00', tx_coords: 'north' is not a number",
+        ),
+        (
+            lambda d: (
+                _write(d, tests={"grid_test.json": []})
+                .parent.joinpath("grid_test.json")
+                .write_text("[" * 100_000)
+                and d / "single_tx.csv"
+            ),
+            r"grid_test.json: not valid JSON",
+        ),
+        (
+            lambda d: _write(d, coords="{[1]: (1, 2)}"),
+            r"location_coordinates.json: not a Python/JSON mapping",
+        ),
+        (lambda d: _write(d, coords="{'rx-a': (1,"), r"location_coordinates.json: not a Python/JSON mapping"),
+        (
+            lambda d: (_write(d).unlink(), (d / "single_tx.csv").mkdir(), d / "single_tx.csv")[-1],
+            "cannot read",
+        ),
+    ],
+    ids=[
+        "not-utf8",
+        "huge-field",
+        "nul-bytes",
+        "timestamp-overflow",
+        "test-set-coords",
+        "deep-json",
+        "coords-key",
+        "coords-syntax",
+        "csv-is-a-folder",
+    ],
+)
+def test_unreadable_files_are_a_clear_error(empty: Services, tmp_path: Path, make, match: str) -> None:
+    path = make(tmp_path / "in")
+    with pytest.raises(PowderImportError, match=match) as err:
+        _import(empty, path)
+    assert "\n" not in str(err.value) and str(tmp_path / "in") in str(err.value)
+    assert _counts(empty) == (0, 0, 7)
+
+
+@pytest.mark.parametrize("name", ["single_tx.csv", "location_coordinates.json", "random_test.json"])
+def test_files_over_the_size_cap_are_refused_before_reading(
+    empty: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    path = _write(tmp_path / "in", tests={"random_test.json": [ROWS[0][0]]})
+    big = path.parent / name
+    cap = max(f.stat().st_size for f in path.parent.iterdir() if f != big) + 1
+    big.write_bytes(big.read_bytes() + b" " * cap)
+    with pytest.raises(
+        PowderImportError, match=rf"{name}: \d+ bytes, over the import size cap of {cap} bytes"
+    ):
+        _import(empty, path, max_bytes=cap)
+    monkeypatch.setenv("HEIMDALL_MAX_IMPORT_BYTES", str(cap))  # the setting is the default cap
+    with pytest.raises(PowderImportError, match=f"over the import size cap of {cap} bytes"):
+        _import(empty, path)
+    assert _counts(empty) == (0, 0, 7)
+
+
+def test_cli_refuses_oversized_and_garbled_files_in_one_line(
+    embedded_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEIMDALL_MAX_IMPORT_BYTES", "300")
+    for path, message in [
+        (_write(tmp_path / "big"), "single_tx.csv: 403 bytes, over the import size cap of 300 bytes"),
+        (_raw_csv(tmp_path / "bin", b"\x89PNG\r\n\x1a\n\xff"), "line 1: not UTF-8 text"),
+    ]:
+        r = runner.invoke(app, ["import", "powder", str(path)])
+        assert r.exit_code == 2, r.output
+        assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+        assert "PowderImportError" in r.output and message in r.output
+
+
 def test_test_set_must_belong_to_the_file(empty: Services, tmp_path: Path) -> None:
     path = _write(tmp_path / "in", tests={"grid_test.json": ["2022-01-01 10:00:04", "2023-01-01 00:00:00"]})
     with pytest.raises(PowderImportError, match=r"1 test sample\(s\) are not rows"):
         _import(empty, path)
     assert _counts(empty) == (0, 0, 7)
+
+
+def _import_concurrently(data_dir: Path, jobs: list[dict], monkeypatch: pytest.MonkeyPatch) -> list:
+    """Run the imports in threads that all resolve stations before any inserts them (a real race)."""
+    barrier = threading.Barrier(len(jobs), timeout=30)
+    resolve, state, calls = powder_module._resolve_stations, threading.local(), []
+
+    def stalled(db, data):
+        calls.append(1)
+        out = resolve(db, data)
+        if not getattr(state, "waited", False):
+            state.waited = True
+            barrier.wait()
+        return out
+
+    monkeypatch.setattr(powder_module, "_resolve_stations", stalled)
+    handles = [_services(data_dir) for _ in jobs]  # opened (migrated) before the threads start
+    results: list = [None] * len(jobs)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = _import(handles[i], **jobs[i])
+        except Exception as exc:  # reported by the assertion below
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for h in handles:
+        h.close()
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    return [*results, len(calls)]
+
+
+def _station_ids(services: Services) -> dict[str, int]:
+    with services.db.sessions() as q:
+        return dict(q.execute(select(WebSDRStation.name, WebSDRStation.id)).all())
+
+
+def test_concurrent_imports_of_the_same_receivers_share_their_stations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path / "in")
+    jobs = [{"path": path, "dataset": "powder-a"}, {"path": path, "dataset": "powder-b"}]
+    a, b, resolves = _import_concurrently(tmp_path / "hd", jobs, monkeypatch)
+    assert resolves == 2  # the identical stations the other import inserted were simply tolerated
+    assert (a.written, b.written) == (3, 3)
+    assert len(a.receivers_created) + len(b.receivers_created) >= 4  # both chose them; one inserted them
+    services = _services(tmp_path / "hd")
+    ids = _station_ids(services)
+    assert [ids[f"powder:{n}"] for n in ("rx-a", "rx-b", "rx-c", "bus-1")] == [8, 9, 10, 11]
+    assert _counts(services) == (6, 18, 11)
+    services.close()
+
+
+def test_concurrent_imports_of_different_receivers_do_not_clash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _write(tmp_path / "one")
+    renamed = {"rx-a": "rx-d", "rx-b": "rx-e", "rx-c": "rx-f"}
+    coords = COORDS
+    for old, new in renamed.items():
+        coords = coords.replace(old, new)
+    second = _write(tmp_path / "two", header=[renamed.get(h, h) for h in HEADER], coords=coords)
+    jobs = [{"path": first, "dataset": "one"}, {"path": second, "dataset": "two"}]
+    _, _, resolves = _import_concurrently(tmp_path / "hd", jobs, monkeypatch)
+    assert resolves == 3  # both chose ids 8-10; the one that lost them resolved again
+    services = _services(tmp_path / "hd")
+    ids = _station_ids(services)
+    new = sorted(v for k, v in ids.items() if k.startswith(STATION_PREFIX))
+    assert new == list(range(8, 15)) and _counts(services) == (6, 18, 14)  # bus-1 is shared
+    for label, names in (("one", ("rx-a", "rx-b", "rx-c")), ("two", tuple(renamed.values()))):
+        stations = {m.station_id for s in list_sessions(services.db, [label]) for m in s.measurements}
+        assert stations == {ids[f"{STATION_PREFIX}{n}"] for n in (*names, "bus-1")}
+    services.close()
+
+
+def test_failed_import_keeps_stations_other_writers_use(
+    empty: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path / "in")
+    real_write = powder_module.write_sessions
+
+    def other_writer_commits_first(db, store, bucket, records):
+        # a concurrent import (same receivers) committed its sessions on the stations this one added
+        real_write(
+            db,
+            store,
+            bucket,
+            [dataclasses.replace(r, id=uuid.uuid4(), acquisition_task_id="x") for r in records[:1]],
+        )
+        raise RuntimeError("simulated failure of this import")
+
+    monkeypatch.setattr(powder_module, "write_sessions", other_writer_commits_first)
+    with pytest.raises(RuntimeError, match="simulated"):
+        _import(empty, path)
+    used = {m.station_id for s in list_sessions(empty.db, ["powder"]) for m in s.measurements}
+    ids = set(_station_ids(empty).values())
+    assert used and used <= ids  # the stations the committed session uses are still there
+    assert len(ids) == 7 + len(used)  # the unused new ones were removed
 
 
 def test_cli_import_powder(embedded_env: Path, tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import threading
 import uuid
 import warnings
 from pathlib import Path
@@ -12,9 +14,10 @@ import numpy as np
 import pytest
 import sigmf
 from factories import make_session_record
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
+from heimdall import sigmf_io
 from heimdall.cli import app
 from heimdall.settings import Settings
 from heimdall.sigmf_io import (
@@ -169,8 +172,11 @@ def _foreign(
     datatype: str = "cf32_le",
     rate: float | str = 12_500.0,
     extra: dict | None = None,
+    capture: dict | None = None,
+    annotations: list | None = None,
 ) -> Path:
-    """A recording as another tool would write it: SigMF core only unless `extra` adds keys."""
+    """A recording as another tool would write it: SigMF core only unless `extra` adds global keys
+    (`capture` keys of the one capture segment, `annotations` the annotation list)."""
     folder.mkdir(parents=True, exist_ok=True)
     payload = data if data is not None else (iq if iq is not None else _iq(len(name))).astype("<c8").tobytes()
     (folder / f"{name}.sigmf-data").write_bytes(payload)
@@ -184,9 +190,14 @@ def _foreign(
             **(extra or {}),
         },
         "captures": [
-            {"core:sample_start": 0, "core:frequency": 145.5e6, "core:datetime": "2026-02-01T10:00:00.250Z"}
+            {
+                "core:sample_start": 0,
+                "core:frequency": 145.5e6,
+                "core:datetime": "2026-02-01T10:00:00.250Z",
+                **(capture or {}),
+            }
         ],
-        "annotations": [],
+        "annotations": annotations or [],
     }
     meta_path = folder / f"{name}.sigmf-meta"
     meta_path.write_text(json.dumps(meta))
@@ -289,6 +300,72 @@ def test_fixed_point_samples_are_scaled_to_complex64(target, tmp_path: Path) -> 
         (lambda d: [_foreign(d, "x", extra={SESSION_ID: "not-a-uuid"})], "is not a UUID"),
         (lambda d: [_foreign(d, "x", extra={TRUTH: {"latitude": 45}})], "longitude is missing"),
         (lambda d: [_foreign(d, "x", extra={"heimdall:snr_db": "loud"})], "heimdall:snr_db must be a finite"),
+        (
+            lambda d: [_foreign(d, "x", data=_iq(1).astype("<c8").tobytes() + b"\0" * 7)],
+            r"x\.sigmf-data is 2055 bytes, not a whole number of cf32_le samples \(8 bytes each\)",
+        ),
+        (
+            lambda d: [_foreign(d, "x", data=np.ones(301, "<i2").tobytes(), datatype="ci16_le")],
+            "is 602 bytes, not a whole number of ci16_le samples",
+        ),
+        (
+            lambda d: [_foreign(d, "x", capture={"core:sample_start": 10**12})],
+            "capture 0 starts at sample 1000000000000 but the data file holds only 256",
+        ),
+        (
+            lambda d: [
+                _foreign(d, "x", annotations=[{"core:sample_start": 200, "core:sample_count": 2**40}])
+            ],
+            r"annotation 0 covers samples \[200, 1099511627976\) but the data file holds samples \[0, 256\)",
+        ),
+        (
+            lambda d: [
+                _foreign(d, "x", annotations=[{"core:sample_start": 5}], extra={"core:offset": 10}),
+            ],
+            r"annotation 0 covers samples \[5, 5\) but the data file holds samples \[10, 266\)",
+        ),
+        (
+            lambda d: [_foreign(d, "x", annotations=[{"core:sample_start": -1}])],
+            "invalid SigMF metadata at annotations/0/core:sample_start",
+        ),
+        (
+            lambda d: [
+                _foreign(d, "x", extra={SESSION_ID: SID}),
+                _foreign(d, "y", FAR, iq=_iq(2, 512), extra={SESSION_ID: SID}),
+            ],
+            r"its recordings differ in length: .*x\.sigmf-meta \(256 samples\), .*y\.sigmf-meta \(512",
+        ),
+        (
+            lambda d: [_foreign(d, "x", extra={"core:dataset": "../../etc/passwd"})],
+            "core:dataset: non-conforming or metadata-only datasets are not supported",
+        ),
+        (
+            lambda d: [_foreign(d, "x", capture={"core:header_bytes": 16})],
+            "core:header_bytes: non-conforming",
+        ),
+        (
+            lambda d: [_write_meta(_foreign(d, "x"), b'{"global": {"core:datatype": "cf32_le",')],
+            "metadata is not valid JSON: Expecting",
+        ),
+        (lambda d: [_write_meta(_foreign(d, "x"), b"\xff\xfe{}")], "metadata is not UTF-8 text"),
+        (lambda d: [_write_meta(_foreign(d, "x"), b"[1, 2]")], "metadata must be a JSON object, got list"),
+        (
+            lambda d: [
+                _write_meta(_foreign(d, "x"), b'{"global": {"core:sample_rate": ' + b"9" * 5000 + b"}}")
+            ],
+            "metadata is not valid JSON: Exceeds the limit",
+        ),
+        (
+            lambda d: [
+                _foreign(
+                    d,
+                    "x",
+                    extra={"core:geolocation": {"type": "Point", "coordinates": [7.6, 45.0, math.nan]}},
+                )
+            ],
+            "core:geolocation altitude nan is not a finite number",
+        ),
+        (lambda d: [_foreign(d, "x", rate=5e-324)], "core:sample_rate 5e-324 is too small"),
     ],
     ids=[
         "truth-differs",
@@ -303,6 +380,21 @@ def test_fixed_point_samples_are_scaled_to_complex64(target, tmp_path: Path) -> 
         "sid",
         "truth",
         "snr",
+        "size-not-samples",
+        "size-not-samples-ci16",
+        "capture-index",
+        "annotation-index",
+        "annotation-before-offset",
+        "annotation-negative",
+        "lengths-differ",
+        "ncd-dataset",
+        "ncd-header-bytes",
+        "truncated-json",
+        "not-utf8",
+        "not-object",
+        "huge-integer",
+        "altitude-nan",
+        "rate-tiny",
     ],
 )
 def test_bad_recordings_are_refused_naming_the_file(target, tmp_path: Path, make, message: str) -> None:
@@ -312,6 +404,40 @@ def test_bad_recordings_are_refused_naming_the_file(target, tmp_path: Path, make
         import_sigmf(db, store, BUCKET, paths)
     assert str(paths[-1].parent) in str(err.value)
     _nothing_written(db, store)
+
+
+def _write_meta(meta: Path, content: bytes) -> Path:
+    meta.write_bytes(content)
+    return meta
+
+
+def test_files_over_the_size_cap_are_refused_before_reading(
+    target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, store = target
+    meta = _foreign(tmp_path, "big", iq=_iq(1, 1000))  # 8000 bytes of data, ~400 of metadata
+    read = []
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self) or b"")
+    with pytest.raises(
+        InterchangeError,
+        match=r"big\.sigmf-meta: the data file big\.sigmf-data is 8000 bytes, over the import "
+        r"size cap of 4096 bytes \(set HEIMDALL_MAX_IMPORT_BYTES",
+    ):
+        import_sigmf(db, store, BUCKET, [meta], max_bytes=4096)
+    with pytest.raises(
+        InterchangeError, match=r"the metadata file is \d+ bytes, over the import size cap of 100"
+    ):
+        import_sigmf(db, store, BUCKET, [meta], max_bytes=100)
+    assert read == []  # refused from stat alone: neither file was read
+    monkeypatch.undo()
+    monkeypatch.setenv("HEIMDALL_MAX_IMPORT_BYTES", "4096")  # the setting is the default cap
+    with pytest.raises(InterchangeError, match="over the import size cap of 4096 bytes"):
+        import_sigmf(db, store, BUCKET, [meta])
+    assert Settings().max_import_bytes == 4096
+    monkeypatch.delenv("HEIMDALL_MAX_IMPORT_BYTES")
+    assert Settings().max_import_bytes == 2 * 1024**3
+    _nothing_written(db, store)
+    assert import_sigmf(db, store, BUCKET, [meta], truth=Truth(45, 7)).written == 1
 
 
 def test_missing_files_and_empty_input(target, tmp_path: Path) -> None:
@@ -425,3 +551,156 @@ def test_cli_export_then_import_into_another_data_dir(
     for group in ("import", "export"):
         res = runner.invoke(app, [group, "sigmf", "--help"])
         assert res.exit_code == 0 and "SigMF" in res.output
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda d: [_foreign(d, "x", data=_iq(1).astype("<c8").tobytes()[:-3])],
+            "x.sigmf-data is 2045 bytes, not a whole number of cf32_le samples",
+        ),
+        (lambda d: [_foreign(d, "x", capture={"core:sample_start": 999})], "capture 0 starts at sample 999"),
+        (
+            lambda d: [_foreign(d, "x", annotations=[{"core:sample_start": 0, "core:sample_count": 300}])],
+            "annotation 0 covers samples [0, 300) but the data file holds samples [0, 256)",
+        ),
+        (lambda d: [_foreign(d, "x", iq=_iq(1, 1000))], "the data file x.sigmf-data is 8000 bytes, over the"),
+        (
+            lambda d: [
+                _foreign(d, "x", extra={SESSION_ID: SID}),
+                _foreign(d, "y", FAR, iq=_iq(2, 300), extra={SESSION_ID: SID}),
+            ],
+            "its recordings differ in length",
+        ),
+        (lambda d: [_write_meta(_foreign(d, "x"), b"\x00\x01garbage")], "metadata is not valid JSON"),
+    ],
+    ids=["size-not-samples", "capture-index", "annotation-index", "size-cap", "lengths-differ", "garbage"],
+)
+def test_cli_refuses_lying_files_in_one_line(
+    embedded_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make, message: str
+) -> None:
+    monkeypatch.setenv("HEIMDALL_MAX_IMPORT_BYTES", "4096")
+    paths = make(tmp_path / "in")
+    res = CliRunner().invoke(app, ["import", "sigmf", *map(str, paths)])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert "InterchangeError" in res.output and message in res.output
+    assert str(paths[0].parent) in res.output
+    db = open_database(Settings().resolved_database_url)
+    assert _count(db, RecordingSession) == 0 and _count(db, WebSDRStation) == 7
+    db.dispose()
+
+
+# --------------------------------------------------------------------------- concurrent importers
+
+
+def _stall_first_load(monkeypatch: pytest.MonkeyPatch, parties: int) -> list[int]:
+    """Every importer thread waits after its first station load until all have loaded: a real race.
+
+    Returns the list that counts the loads (one per importer, plus one per retry)."""
+    barrier = threading.Barrier(parties, timeout=30)
+    original = sigmf_io._Stations.load.__func__
+    state = threading.local()
+    loads: list[int] = []
+
+    def load(cls, db):
+        loads.append(1)
+        stations = original(cls, db)
+        if not getattr(state, "waited", False):
+            state.waited = True
+            barrier.wait()
+        return stations
+
+    monkeypatch.setattr(sigmf_io._Stations, "load", classmethod(load))
+    return loads
+
+
+def _import_concurrently(root: Path, metas: list[Path]) -> list:
+    targets = [_embedded(root) for _ in metas]  # one database handle each, opened (migrated) up front:
+    results: list = [None] * len(metas)  # alembic's migration context is not thread-safe
+
+    def run(i: int) -> None:
+        db, store = targets[i]
+        try:
+            results[i] = import_sigmf(db, store, BUCKET, [metas[i]], truth=Truth(45, 7))
+        except Exception as exc:  # reported by the assertion below
+            results[i] = exc
+        finally:
+            db.dispose()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(metas))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    return results
+
+
+def test_concurrent_imports_creating_different_stations_do_not_clash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads = _stall_first_load(monkeypatch, 2)  # both choose station id 8 for their new receiver
+    a = _foreign(tmp_path / "a", "a", FAR, iq=_iq(1))
+    b = _foreign(tmp_path / "b", "b", (46.0, 12.0), iq=_iq(2))
+    results = _import_concurrently(tmp_path / "t", [a, b])
+    assert sorted(n for r in results for n in r.new_stations) == ["rx a", "rx b"]
+    assert len(loads) == 3  # the importer that lost id 8 resolved once more
+    db, _ = _embedded(tmp_path / "t")
+    with db.sessions() as q:
+        by_id = {
+            s.id: (s.name, s.latitude) for s in q.scalars(select(WebSDRStation).where(WebSDRStation.id > 7))
+        }
+    assert sorted(by_id) == [8, 9] and sorted(by_id.values()) == [("rx a", FAR[0]), ("rx b", 46.0)]
+    for r in results:  # each session points at the station at its own receiver's position
+        (m,) = get_session(db, r.records[0].id).measurements
+        assert by_id[m.station_id][0] == r.new_stations[0]
+    db.dispose()
+
+
+def test_concurrent_imports_of_the_same_new_station_share_it(tmp_path: Path, monkeypatch) -> None:
+    loads = _stall_first_load(monkeypatch, 2)
+    meta = _foreign(tmp_path / "a", "a", FAR)
+    results = _import_concurrently(tmp_path / "t", [meta, meta])
+    assert sorted((r.written, r.already_present) for r in results) == [(0, 1), (1, 0)]
+    assert len(loads) == 2  # the identical station inserted by the other importer was simply tolerated
+    db, _ = _embedded(tmp_path / "t")
+    assert _count(db, WebSDRStation) == 8 and _count(db, RecordingSession) == 1
+    db.dispose()
+
+
+def test_failed_import_keeps_stations_other_writers_use(target, tmp_path: Path, monkeypatch) -> None:
+    db, store = target
+    real_write = sigmf_io.write_sessions
+
+    def other_writer_commits_first(db_, store_, bucket, records):
+        # a concurrent importer matched our new station 8 and committed a session on it
+        real_write(db_, store_, bucket, [make_session_record(5, stations=(8,))])
+        raise RecordingWriteError("simulated failure of this import")
+
+    monkeypatch.setattr(sigmf_io, "write_sessions", other_writer_commits_first)
+    with pytest.raises(RecordingWriteError, match="simulated"):
+        import_sigmf(db, store, BUCKET, [_foreign(tmp_path, "a", FAR)], truth=Truth(45, 7))
+    assert _count(db, WebSDRStation) == 8 and _count(db, RecordingSession) == 1  # station 8 kept
+
+
+def test_failed_import_keeps_a_station_a_concurrent_writer_inserted(target, tmp_path: Path, monkeypatch):
+    db, store = target
+    original = sigmf_io._Stations.load.__func__
+
+    def load_then_other_inserts(cls, db_):
+        stations = original(cls, db_)
+        with db_.sessions.begin() as q:  # the other importer adds the very station this one will add
+            q.execute(insert(WebSDRStation).values(id=8, name="rx a", latitude=FAR[0], longitude=FAR[1]))
+        return stations
+
+    monkeypatch.setattr(sigmf_io._Stations, "load", classmethod(load_then_other_inserts))
+
+    def fail(*_args: object) -> None:
+        raise OSError("object store unavailable")
+
+    monkeypatch.setattr(sigmf_io, "write_sessions", fail)
+    with pytest.raises(OSError):
+        import_sigmf(db, store, BUCKET, [_foreign(tmp_path, "a", FAR)], truth=Truth(45, 7))
+    assert _count(db, WebSDRStation) == 8  # not inserted by this import: not removed by its clean-up

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import tempfile
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -27,7 +25,9 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from torch import Tensor, nn
 
+from heimdall.atomic import atomic_path
 from heimdall.data.normalization import NormStats
+from heimdall.errors import PathNotFoundError, UserError
 from heimdall.features import SCALAR_NAMES, FeatureConfig, TorchFeatureExtractor
 from heimdall.geo import LocalFrame
 from heimdall.model import LocalizationNet
@@ -64,9 +64,12 @@ _RESERVED_KEYS = frozenset(
 _REQUIRED_CALLER_KEYS = ("frame_origin_lat", "frame_origin_lon", "station_ids")
 _MODEL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 _MAX_BATCH = 65536
+#: Bounds on what a model's metadata may ask a caller to allocate per session (64 MiB of IQ per receiver).
+MAX_RECEIVERS = 4096
+MAX_SAMPLES = 64 * 1024 * 1024 // 8  # float32 I and Q: 8 bytes per sample
 
 
-class NotAHeimdallModelError(ValueError):
+class NotAHeimdallModelError(UserError):
     """The ONNX file lacks the metadata of :func:`export_onnx` (or has an unknown contract version)."""
 
 
@@ -294,10 +297,8 @@ def export_onnx(
 
     batch = torch.export.Dim("batch", min=1, max=_MAX_BATCH)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    # a temporary sibling, renamed into place with ordinary permissions (readable by a service user)
+    with atomic_path(path) as tmp:
         graph.eval()
         with torch.no_grad(), warnings.catch_warnings():
             # Benign exporter chatter: the batch Dim shared by both inputs, a torch-internal deprecation.
@@ -321,9 +322,6 @@ def export_onnx(
             entry.key, entry.value = key, value
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
         onnx.checker.check_model(str(tmp), full_check=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -341,7 +339,20 @@ def _ort_session(model: str | Path | bytes, threads: int | None = None) -> Any:
         options.inter_op_num_threads = threads
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     source = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types derive from Exception only
+        where = "<bytes>" if isinstance(model, bytes) else str(model)
+        if not isinstance(model, bytes) and not Path(model).is_file():
+            raise PathNotFoundError(f"model {where} does not exist") from None
+        raise NotAHeimdallModelError(
+            f"{where} is not a readable ONNX model (truncated, or not ONNX at all): {_first_line(exc)}"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _as_f32(x: Tensor | ArrayLike) -> NDArray[np.float32]:
@@ -473,13 +484,26 @@ class OnnxLocalizer:
             )
         self.metadata = meta
         self.input_kind: str = meta["input_kind"]
-        self.n_receivers = int(meta["n_receivers"])
-        self.n_samples: int | None = int(meta["n_samples"]) if "n_samples" in meta else None
-        self.station_ids: tuple[int, ...] = tuple(int(s) for s in json.loads(meta["station_ids"]))
-        names = json.loads(meta.get("station_names", "null"))
-        self.station_names: tuple[str, ...] | None = tuple(names) if names is not None else None
+        try:
+            self.n_receivers = int(meta["n_receivers"])
+            self.n_samples: int | None = int(meta["n_samples"]) if "n_samples" in meta else None
+            self.station_ids: tuple[int, ...] = tuple(int(s) for s in json.loads(meta["station_ids"]))
+            names = json.loads(meta.get("station_names", "null"))
+            self.station_names: tuple[str, ...] | None = tuple(names) if names is not None else None
+            self.frame = LocalFrame(float(meta["frame_origin_lat"]), float(meta["frame_origin_lon"]))
+        except (TypeError, ValueError) as exc:
+            raise NotAHeimdallModelError(f"{where}: malformed Heimdall metadata: {exc}") from None
         self.model_id: str | None = meta.get("model_id")
-        self.frame = LocalFrame(float(meta["frame_origin_lat"]), float(meta["frame_origin_lon"]))
+        if not 1 <= self.n_receivers <= MAX_RECEIVERS or len(self.station_ids) != self.n_receivers:
+            raise NotAHeimdallModelError(
+                f"{where}: metadata n_receivers={self.n_receivers} with {len(self.station_ids)} station_ids "
+                f"(need 1..{MAX_RECEIVERS}, one id per receiver)"
+            )
+        if self.n_samples is not None and not 1 <= self.n_samples <= MAX_SAMPLES:
+            raise NotAHeimdallModelError(
+                f"{where}: metadata n_samples={self.n_samples} is outside 1..{MAX_SAMPLES} "
+                "(at most 64 MiB of float32 IQ per receiver)"
+            )
         self._input_names = [i.name for i in self.session.get_inputs()]
         expected = list(IQ_INPUT_NAMES if self.input_kind == "iq" else SCALAR_INPUT_NAMES)
         if self._input_names != expected:
@@ -550,7 +574,10 @@ def upload_model(store: ObjectStore, bucket: str, model_id: str, path: Path) -> 
     """
     _check_model_id(model_id)
     data = Path(path).read_bytes()
-    proto = onnx.load_model_from_string(data)
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception as exc:  # protobuf's DecodeError derives from Exception only
+        raise NotAHeimdallModelError(f"{path} is not a readable ONNX model: {_first_line(exc)}") from None
     meta = {p.key: p.value for p in proto.metadata_props}
     if meta.get("heimdall_onnx_contract") != CONTRACT_VERSION:
         raise NotAHeimdallModelError(f"{path} is not a Heimdall ONNX model (contract {CONTRACT_VERSION})")

@@ -68,6 +68,9 @@ SCALAR_NAMES: tuple[str, ...] = ("power_dbm", "noise_floor_dbm", "snr_db", "hear
 _SNR_MIN_DB = -30.0
 _SNR_MAX_DB = 60.0
 _SNR_RATIO_FLOOR = 1e-3
+#: Largest ``|real|`` or ``|imag|`` of an IQ sample the numpy path accepts: the float64 bin powers of
+#: larger (complex128) samples would overflow to inf. complex64 IQ (at most 3.4e38) never comes near it.
+MAX_IQ_COMPONENT = 1e140
 # Recordings per numpy FFT chunk: keeps the complex128 frame tensor (~3 MB per 32 recordings of 6250
 # samples) cache friendly; larger chunks were measured slower due to page faults.
 _NUMPY_CHUNK = 32
@@ -310,8 +313,21 @@ def _check_iq(iq: np.ndarray, ndim: int, config: FeatureConfig) -> np.ndarray:
         shape = "(T,)" if ndim == 1 else "(N, T)"
         raise ValueError(f"iq must have shape {shape}, got {iq.shape}")
     config.n_frames(iq.shape[-1])  # raises ValueError naming the length when too short
-    if not np.all(np.isfinite(iq)):
-        raise ValueError("iq contains non-finite values (NaN or inf)")
+    finite = np.isfinite(iq)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        first = tuple(int(i) for i in np.unravel_index(bad[0], iq.shape))
+        where = first[0] if ndim == 1 else first
+        raise ValueError(
+            f"iq contains {bad.size} non-finite value(s) (NaN or inf), the first at index {where}"
+        )
+    if iq.dtype != np.complex64 and iq.size:
+        peak = max(float(np.abs(iq.real).max()), float(np.abs(iq.imag).max()))
+        if peak > MAX_IQ_COMPONENT:
+            raise ValueError(
+                f"iq has a component of magnitude {peak:.3g} > {MAX_IQ_COMPONENT:g}: its power would "
+                "overflow float64 (calibrated IQ is sqrt(mW), typically ~1e-6)"
+            )
     return iq
 
 

@@ -15,9 +15,11 @@ Numerical design (the loss must stay finite for any output of an untrained netwo
   RF localisation accuracy, so it does not bias the fit) bounds the log-determinant from below and
   keeps the Mahalanobis term and all gradients finite when the predicted scale collapses to zero;
 * the Mahalanobis distance uses forward substitution on the factor, never an inverse;
-* half-precision inputs are promoted to float32; float32/float64 inputs keep their dtype. Only the
-  residual ``target - mean`` carries the absolute-position rounding error (≈ 1e5 m · 6e-8 ≈ 1 cm in
-  float32), which is negligible next to the 1 m floor.
+* the result has the inputs' dtype (half precision promoted to float32), but it is computed in
+  float64 (except on MPS, which has none): in float32 the chain rule's intermediates (e.g.
+  ``∂NLL/∂m22 · b``, about distance² · scale) overflow long before the gradient itself does — a
+  property test found distances of 1e11 m with 1e11 m scales giving an infinite gradient — and
+  the residual ``target - mean`` then carries no float32 rounding either.
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ def gaussian_nll_2d(
     if variance_floor < 0:
         raise ValueError(f"variance_floor must be >= 0, got {variance_floor}")
 
-    dtype = torch.promote_types(torch.promote_types(mean.dtype, scale_tril.dtype), torch.float32)
+    out_dtype = torch.promote_types(torch.promote_types(mean.dtype, scale_tril.dtype), torch.float32)
+    dtype = out_dtype if mean.device.type == "mps" else torch.float64
     mean = mean.to(dtype)
     target = target.to(dtype)
     scale_tril = scale_tril.to(dtype)
@@ -116,10 +119,10 @@ def gaussian_nll_2d(
 
     m11, m21, m22 = _cholesky_2x2_plus_diag(scale_tril, extra_var)
 
-    # Residual in the input dtype: the only place where absolute magnitudes (≈1e5 m) meet.
+    # Residual: the only place where absolute magnitudes (≈1e5 m) meet.
     diff = target - mean
     z1 = diff[..., 0] / m11
     z2 = (diff[..., 1] - m21 * z1) / m22
     mahalanobis_sq = z1 * z1 + z2 * z2
     log_det = 2.0 * (torch.log(m11) + torch.log(m22))
-    return 0.5 * (mahalanobis_sq + log_det) + _LOG_2PI
+    return (0.5 * (mahalanobis_sq + log_det) + _LOG_2PI).to(out_dtype)

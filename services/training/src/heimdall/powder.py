@@ -38,8 +38,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import select
 
+from heimdall.errors import DataError
+from heimdall.settings import Settings
+from heimdall.sigmf_io import delete_unreferenced_stations, insert_ignoring_conflicts
 from heimdall.stations import NW_ITALY_STATIONS
 from heimdall.storage.database import Database
 from heimdall.storage.objectstore import ObjectStore
@@ -60,9 +63,10 @@ BUS_SUFFIXES = ("_rss", "_x", "_y")
 SPLIT_FILES = {"powder_random": "random_test.json", "powder_grid": "grid_test.json"}
 COORDINATES_FILE = "location_coordinates.json"
 CHUNK = 500
+STATION_ATTEMPTS = 3  # resolve → insert rounds when a concurrent import takes the station ids we chose
 
 
-class PowderImportError(ValueError):
+class PowderImportError(DataError):
     """The POWDER files cannot be imported; the message names the file, line or column. Nothing written."""
 
 
@@ -122,32 +126,61 @@ class PowderImportResult:
 # ---------------------------------------------------------------------------------------------- parsing
 
 
+def _line(text: object, limit: int = 200) -> str:
+    """`text` on one line, cut to `limit` characters (for one-line error messages)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _check_size(path: Path, cap: int | None) -> None:
+    """Refuse a file over the import size cap (default: HEIMDALL_MAX_IMPORT_BYTES) before reading it."""
+    cap = Settings().max_import_bytes if cap is None else cap
+    try:
+        size = Path(path).stat().st_size
+    except FileNotFoundError:
+        return  # the reader names the missing file
+    if size > cap:
+        raise PowderImportError(
+            f"{path}: {size} bytes, over the import size cap of {cap} bytes "
+            "(set HEIMDALL_MAX_IMPORT_BYTES to raise it)"
+        )
+
+
 def _number(text: str, where: str) -> float:
     try:
         value = float(text)
     except (TypeError, ValueError):
-        raise PowderImportError(f"{where}: {text!r} is not a number") from None
+        raise PowderImportError(f"{where}: {_line(repr(text), 80)} is not a number") from None
     if not math.isfinite(value):
-        raise PowderImportError(f"{where}: {text!r} is not a finite number")
+        raise PowderImportError(f"{where}: {_line(repr(text), 80)} is not a finite number")
     return value
 
 
 def _timestamp(text: str, where: str) -> datetime:
     try:
         ts = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise PowderImportError(f"{where}: timestamp {text!r} is not 'YYYY-MM-DD hh:mm:ss'") from None
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+        return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise PowderImportError(
+            f"{where}: timestamp {_line(repr(text), 80)} is not 'YYYY-MM-DD hh:mm:ss'"
+        ) from None
 
 
-def read_coordinates(path: Path) -> dict[str, tuple[float, float] | None]:
+def read_coordinates(path: Path, max_bytes: int | None = None) -> dict[str, tuple[float, float] | None]:
     """``location_coordinates.json``: a Python literal (tuples, None), so parsed with ast.literal_eval."""
+    _check_size(path, max_bytes)
     try:
-        data = ast.literal_eval(Path(path).read_text())
+        data = ast.literal_eval(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PowderImportError(f"{path}: receiver coordinates file not found (give --coordinates)") from None
-    except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
-        raise PowderImportError(f"{path}: not a Python/JSON mapping of receiver coordinates: {exc}") from None
+    except OSError as exc:  # a folder, no permission
+        raise PowderImportError(
+            f"{path}: cannot read the receiver coordinates: {exc.strerror or exc}"
+        ) from None
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as exc:
+        raise PowderImportError(
+            f"{path}: not a Python/JSON mapping of receiver coordinates: {_line(exc)}"
+        ) from None
     if not isinstance(data, dict):
         raise PowderImportError(f"{path}: must map receiver names to (latitude, longitude) or None")
     out: dict[str, tuple[float, float] | None] = {}
@@ -156,22 +189,30 @@ def read_coordinates(path: Path) -> dict[str, tuple[float, float] | None]:
             out[str(name)] = None
             continue
         if not (isinstance(pos, list | tuple) and len(pos) == 2):
-            raise PowderImportError(f"{path}: {name!r} must be (latitude, longitude) or None, got {pos!r}")
-        lat, lon = (_number(str(v), f"{path}: {name!r}") for v in pos)
+            raise PowderImportError(
+                f"{path}: {_line(repr(name), 80)} must be (latitude, longitude) or None, "
+                f"got {_line(repr(pos), 80)}"
+            )
+        lat, lon = (_number(str(v), f"{path}: {_line(repr(name), 80)}") for v in pos)
         if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-            raise PowderImportError(f"{path}: {name!r} position ({lat}, {lon}) is out of range")
+            raise PowderImportError(
+                f"{path}: {_line(repr(name), 80)} position ({lat}, {lon}) is out of range"
+            )
         out[str(name)] = (lat, lon)
     return out
 
 
-def read_test_set(path: Path) -> dict[str, Any]:
+def read_test_set(path: Path, max_bytes: int | None = None) -> dict[str, Any]:
     """A test-set file: a JSON object keyed by the CSV timestamp ('YYYY-MM-DD hh:mm:ss')."""
+    _check_size(path, max_bytes)
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise PowderImportError(f"{path}: test-set file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PowderImportError(f"{path}: not valid JSON: {exc}") from None
+    except OSError as exc:
+        raise PowderImportError(f"{path}: cannot read the test-set file: {exc.strerror or exc}") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, huge integers
+        raise PowderImportError(f"{path}: not valid JSON: {_line(exc)}") from None
     if not isinstance(data, dict):
         raise PowderImportError(f"{path}: must be a JSON object keyed by sample timestamp")
     return data
@@ -181,9 +222,9 @@ def _columns(
     header: list[str], path: Path, coords: dict[str, tuple[float, float] | None]
 ) -> tuple[dict[str, int], dict[str, tuple[int, int, int]]]:
     """(fixed receivers → column index, bus → (rss, x, y) indices); errors name the offending columns."""
-    dup = sorted({h for h in header if header.count(h) > 1})
+    dup = sorted(h for h, n in Counter(header).items() if n > 1)
     if dup:
-        raise PowderImportError(f"{path}: duplicate column(s) {dup}")
+        raise PowderImportError(f"{path}: duplicate column(s) {_line(dup)}")
     missing = [c for c in (TIMESTAMP, TX_LAT, TX_LON) if c not in header]
     if missing:
         raise PowderImportError(
@@ -200,7 +241,8 @@ def _columns(
                 absent = [c for c in need if c not in pos]
                 if absent:
                     raise PowderImportError(
-                        f"{path}: moving receiver {bus!r} needs columns {need}; missing {absent}"
+                        f"{path}: moving receiver {_line(repr(bus), 80)} needs columns {_line(need)}; "
+                        f"missing {_line(absent)}"
                     )
                 buses.setdefault(bus, tuple(pos[c] for c in need))  # type: ignore[arg-type]
                 bus_cols.update(need)
@@ -208,8 +250,8 @@ def _columns(
     unknown = [h for h in fixed_cols if coords.get(h) is None]
     if unknown:
         raise PowderImportError(
-            f"{path}: RSS column(s) {unknown} name no fixed receiver with a position in the coordinates "
-            f"file (known fixed receivers: {sorted(k for k, v in coords.items() if v is not None)})"
+            f"{path}: RSS column(s) {_line(unknown)} name no fixed receiver with a position in the "
+            f"coordinates file (known fixed receivers: {_line(sorted(k for k, v in coords.items() if v))})"
         )
     return {h: pos[h] for h in fixed_cols}, buses
 
@@ -218,12 +260,16 @@ def read_powder(
     csv_path: Path,
     coordinates: Path | None = None,
     test_sets: dict[str, Path | None] | None = None,
+    max_bytes: int | None = None,
 ) -> PowderData:
     """Parse and check the files. ``coordinates`` defaults to the CSV's sibling ``location_coordinates.json``;
     ``test_sets`` maps split keys (:data:`SPLIT_FILES`) to files; a key not given, or given as None,
-    uses the CSV's sibling file of that name when it exists (else that split is not recorded)."""
+    uses the CSV's sibling file of that name when it exists (else that split is not recorded).
+    ``max_bytes`` caps each file's size (default: the HEIMDALL_MAX_IMPORT_BYTES setting)."""
     csv_path = Path(csv_path)
-    coords = read_coordinates(Path(coordinates) if coordinates else csv_path.parent / COORDINATES_FILE)
+    coords = read_coordinates(
+        Path(coordinates) if coordinates else csv_path.parent / COORDINATES_FILE, max_bytes
+    )
     given = dict(test_sets or {})
     unknown_keys = sorted(set(given) - set(SPLIT_FILES))
     if unknown_keys:
@@ -235,81 +281,103 @@ def read_powder(
             test_files[key] = Path(path)
         elif (csv_path.parent / name).is_file():
             test_files[key] = csv_path.parent / name
+    _check_size(csv_path, max_bytes)
     try:
-        f = csv_path.open(newline="")
+        f = csv_path.open(newline="", encoding="utf-8")
     except FileNotFoundError:
         raise PowderImportError(f"{csv_path}: file not found") from None
-    with f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if not header:
-            raise PowderImportError(f"{csv_path}: empty file (no header row)")
-        header = [h.strip() for h in header]
-        fixed_idx, bus_idx = _columns(header, csv_path, coords)
-        data = PowderData([], {h: coords[h] for h in fixed_idx}, list(bus_idx), {})  # type: ignore[misc]
-        i_ts, i_lat, i_lon = header.index(TIMESTAMP), header.index(TX_LAT), header.index(TX_LON)
-        seen: dict[str, int] = {}
-        for row in reader:
-            line = reader.line_num
-            if not row or all(not c.strip() for c in row):
-                continue
-            if len(row) != len(header):
-                raise PowderImportError(
-                    f"{csv_path}, line {line}: {len(row)} fields, the header has {len(header)}"
-                )
-            where = f"{csv_path}, line {line}"
-            stamp = row[i_ts].strip()
-            if stamp in seen:
-                raise PowderImportError(f"{where}: timestamp {stamp!r} repeats line {seen[stamp]}")
-            seen[stamp] = line
-            start = _timestamp(stamp, where)
-            lat, lon = _number(row[i_lat], f"{where}, {TX_LAT}"), _number(row[i_lon], f"{where}, {TX_LON}")
-            if not (-90 <= lat <= 90 and -180 <= lon <= 180) or (lat, lon) == (0.0, 0.0):
-                raise PowderImportError(f"{where}: transmitter position ({lat}, {lon}) is not a position")
-            readings: list[Reading] = []
-            for name, k in fixed_idx.items():
-                rss = _number(row[k], f"{where}, column {name}")
-                data.rss_cells += 1
-                if rss == ABSENT_RSS:
-                    data.absent_cells += 1
-                    continue
-                readings.append(Reading(name, rss))
-            for bus, (kr, kx, ky) in bus_idx.items():
-                rss = _number(row[kr], f"{where}, column {bus}_rss")
-                bx, by = (
-                    _number(row[kx], f"{where}, column {bus}_x"),
-                    _number(row[ky], f"{where}, column {bus}_y"),
-                )
-                data.rss_cells += 1
-                if rss == ABSENT_RSS:
-                    data.absent_cells += 1
-                    continue
-                if bx in ABSENT_COORDS or by in ABSENT_COORDS:
-                    data.dropped["bus_reading_without_position"] += 1
-                    continue
-                if not (-90 <= bx <= 90 and -180 <= by <= 180):
-                    raise PowderImportError(f"{where}: {bus} position ({bx}, {by}) is out of range")
-                readings.append(Reading(bus, rss, bx, by))
-            if not readings:
-                data.skipped["no_receiver_present"] += 1
-                continue
-            data.samples.append(Sample(line, stamp, start, lat, lon, tuple(readings)))
+    except OSError as exc:
+        raise PowderImportError(f"{csv_path}: cannot read: {exc.strerror or exc}") from None
+    reader = csv.reader(f)
+    try:
+        with f:
+            data, seen = _read_rows(csv_path, reader, coords)
+    except UnicodeDecodeError as exc:
+        raise PowderImportError(
+            f"{csv_path}, line {reader.line_num + 1}: not UTF-8 text ({_line(exc.reason)})"
+        ) from None
+    except OSError as exc:  # a folder given as the CSV
+        raise PowderImportError(f"{csv_path}: cannot read: {exc.strerror or exc}") from None
+    except csv.Error as exc:
+        raise PowderImportError(
+            f"{csv_path}, line {reader.line_num}: not a readable CSV row: {_line(exc)}"
+        ) from None
     if not seen:
         raise PowderImportError(f"{csv_path}: no data rows")
     by_stamp = {s.timestamp: s for s in data.samples}
     for key, path in test_files.items():
-        data.test_sets[key] = _check_test_set(path, seen, csv_path, by_stamp)
+        data.test_sets[key] = _check_test_set(path, seen, csv_path, by_stamp, max_bytes)
     return data
 
 
-def _check_test_set(path: Path, seen: dict[str, int], csv_path: Path, samples: dict[str, Sample]) -> set[str]:
+def _read_rows(
+    csv_path: Path, reader: Any, coords: dict[str, tuple[float, float] | None]
+) -> tuple[PowderData, dict[str, int]]:
+    """The checked rows of an open CSV reader; (data without test sets, timestamp → line)."""
+    header = next(reader, None)
+    if not header:
+        raise PowderImportError(f"{csv_path}: empty file (no header row)")
+    header = [h.strip() for h in header]
+    fixed_idx, bus_idx = _columns(header, csv_path, coords)
+    data = PowderData([], {h: coords[h] for h in fixed_idx}, list(bus_idx), {})  # type: ignore[misc]
+    i_ts, i_lat, i_lon = header.index(TIMESTAMP), header.index(TX_LAT), header.index(TX_LON)
+    seen: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise PowderImportError(
+                f"{csv_path}, line {line}: {len(row)} fields, the header has {len(header)}"
+            )
+        where = f"{csv_path}, line {line}"
+        stamp = row[i_ts].strip()
+        if stamp in seen:
+            raise PowderImportError(f"{where}: timestamp {_line(repr(stamp), 80)} repeats line {seen[stamp]}")
+        seen[stamp] = line
+        start = _timestamp(stamp, where)
+        lat, lon = _number(row[i_lat], f"{where}, {TX_LAT}"), _number(row[i_lon], f"{where}, {TX_LON}")
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180) or (lat, lon) == (0.0, 0.0):
+            raise PowderImportError(f"{where}: transmitter position ({lat}, {lon}) is not a position")
+        readings: list[Reading] = []
+        for name, k in fixed_idx.items():
+            rss = _number(row[k], f"{where}, column {_line(name, 80)}")
+            data.rss_cells += 1
+            if rss == ABSENT_RSS:
+                data.absent_cells += 1
+                continue
+            readings.append(Reading(name, rss))
+        for bus, (kr, kx, ky) in bus_idx.items():
+            col = f"{where}, column {_line(bus, 80)}"
+            rss = _number(row[kr], f"{col}_rss")
+            bx, by = _number(row[kx], f"{col}_x"), _number(row[ky], f"{col}_y")
+            data.rss_cells += 1
+            if rss == ABSENT_RSS:
+                data.absent_cells += 1
+                continue
+            if bx in ABSENT_COORDS or by in ABSENT_COORDS:
+                data.dropped["bus_reading_without_position"] += 1
+                continue
+            if not (-90 <= bx <= 90 and -180 <= by <= 180):
+                raise PowderImportError(f"{where}: {_line(bus, 80)} position ({bx}, {by}) is out of range")
+            readings.append(Reading(bus, rss, bx, by))
+        if not readings:
+            data.skipped["no_receiver_present"] += 1
+            continue
+        data.samples.append(Sample(line, stamp, start, lat, lon, tuple(readings)))
+    return data, seen
+
+
+def _check_test_set(
+    path: Path, seen: dict[str, int], csv_path: Path, samples: dict[str, Sample], max_bytes: int | None = None
+) -> set[str]:
     """The test timestamps, all of which must be CSV rows (with the same transmitter position if given)."""
-    entries = read_test_set(path)
+    entries = read_test_set(path, max_bytes)
     stamps = {str(k).strip() for k in entries}
     foreign = sorted(stamps - set(seen))
     if foreign:
         raise PowderImportError(
-            f"{path}: {len(foreign)} test sample(s) are not rows of {csv_path} (e.g. {foreign[:3]}): "
+            f"{path}: {len(foreign)} test sample(s) are not rows of {csv_path} (e.g. {_line(foreign[:3])}): "
             "the test set must belong to this file"
         )
     for key, entry in entries.items():
@@ -319,12 +387,21 @@ def _check_test_set(path: Path, seen: dict[str, int], csv_path: Path, samples: d
             isinstance(tx, list) and tx and isinstance(tx[0], list | tuple) and len(tx[0]) == 2
         ):
             continue
-        if abs(float(tx[0][0]) - s.tx_lat) > 1e-6 or abs(float(tx[0][1]) - s.tx_lon) > 1e-6:
+        where = f"{path}: sample {_line(repr(key), 80)}, tx_coords"
+        lat, lon = (_coordinate(v, where) for v in tx[0])
+        if abs(lat - s.tx_lat) > 1e-6 or abs(lon - s.tx_lon) > 1e-6:
             raise PowderImportError(
-                f"{path}: sample {key!r} has transmitter {tx[0]}, but {csv_path} line {s.line} says "
-                f"({s.tx_lat}, {s.tx_lon})"
+                f"{path}: sample {_line(repr(key), 80)} has transmitter ({lat}, {lon}), but {csv_path} "
+                f"line {s.line} says ({s.tx_lat}, {s.tx_lon})"
             )
     return stamps
+
+
+def _coordinate(value: object, where: str) -> float:
+    """A JSON number of a test-set file (a bool, string or null is refused, naming the place)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PowderImportError(f"{where}: {_line(repr(value), 80)} is not a number")
+    return _number(str(value), where)
 
 
 # ---------------------------------------------------------------------------------------------- storing
@@ -367,6 +444,40 @@ def _resolve_stations(db: Database, data: PowderData) -> tuple[dict[str, _Statio
         new.append(st)
         out[receiver] = st
     return out, new
+
+
+def _insert_stations(db: Database, new: list[_Station]) -> list[int] | None:
+    """Insert the new stations, tolerating a concurrent import's insert of the same ones (same id, name).
+
+    Returns the ids this call inserted, or None (with those removed again) when a concurrent writer
+    took a chosen id or name for another station: the caller resolves again by name.
+    """
+    inserted: list[int] = []
+    if not new:
+        return inserted
+    with db.sessions.begin() as q:
+        for st in new:
+            row = {
+                "id": st.id,
+                "name": st.name,
+                "url": None,
+                "latitude": st.latitude,
+                "longitude": st.longitude,
+                "altitude_asl": None,
+                "frequency_min_hz": FREQUENCY_HZ,
+                "frequency_max_hz": FREQUENCY_HZ,
+                "is_active": True,
+            }
+            if q.execute(insert_ignoring_conflicts(db, WebSDRStation).values(**row)).rowcount == 1:
+                inserted.append(st.id)
+        names = [st.name for st in new]
+        ids = dict(
+            q.execute(select(WebSDRStation.name, WebSDRStation.id).where(WebSDRStation.name.in_(names))).all()
+        )
+    if all(ids.get(st.name) == st.id for st in new):
+        return inserted
+    delete_unreferenced_stations(db, inserted)
+    return None
 
 
 def _records(
@@ -427,12 +538,16 @@ def import_powder(
     dataset: str = DATASET,
     approval: str = "approved",
     chunk_size: int = CHUNK,
+    max_bytes: int | None = None,
 ) -> PowderImportResult:
     """Parse, check, then store the POWDER samples as power-only sessions (see the module docstring).
 
     Sessions are written in atomic, idempotent chunks of ``chunk_size``; new stations are inserted
     first and removed again if the very first chunk fails. A failure in a later chunk keeps the
     chunks before it: running the import again completes it (already present sessions are skipped).
+    Station rows tolerate a concurrent import of the same stations, and the clean-up never removes
+    a station that some measurement references. ``max_bytes`` caps each file (default: the
+    HEIMDALL_MAX_IMPORT_BYTES setting), checked before it is read.
     """
     t0 = time.perf_counter()
     if approval not in APPROVAL_STATUSES:
@@ -441,43 +556,32 @@ def import_powder(
         raise PowderImportError(f"dataset label must be 1 to 100 characters, got {dataset!r}")
     if chunk_size < 1:
         raise PowderImportError(f"chunk_size must be ≥ 1, got {chunk_size}")
-    data = read_powder(csv_path, coordinates, test_sets)
+    data = read_powder(csv_path, coordinates, test_sets, max_bytes)
     rows = len(data.samples) + sum(data.skipped.values())
     if not data.samples:
         raise PowderImportError(
             f"{csv_path}: none of the {rows} rows has a receiver that heard the transmitter "
             f"(every RSS is {ABSENT_RSS:g} or lacks a position): nothing to import"
         )
-    stations, new = _resolve_stations(db, data)
+    for _ in range(STATION_ATTEMPTS):
+        stations, new = _resolve_stations(db, data)
+        inserted = _insert_stations(db, new)
+        if inserted is not None:
+            break
+    else:
+        raise PowderImportError(
+            f"the new stations of this import ({', '.join(s.name for s in new)}) kept clashing with "
+            "stations written by concurrent imports; nothing was written, run the import again"
+        )
     records = _records(data, stations, dataset, approval)
-    if new:
-        with db.sessions.begin() as q:
-            q.execute(
-                insert(WebSDRStation),
-                [
-                    {
-                        "id": st.id,
-                        "name": st.name,
-                        "url": None,
-                        "latitude": st.latitude,
-                        "longitude": st.longitude,
-                        "altitude_asl": None,
-                        "frequency_min_hz": FREQUENCY_HZ,
-                        "frequency_max_hz": FREQUENCY_HZ,
-                        "is_active": True,
-                    }
-                    for st in new
-                ],
-            )
     written = present = 0
     try:
         for k in range(0, len(records), chunk_size):
             w, p = write_sessions(db, store, bucket, records[k : k + chunk_size])
             written, present = written + w, present + p
     except Exception:
-        if written == 0 and new:
-            with db.sessions.begin() as q:
-                q.execute(delete(WebSDRStation).where(WebSDRStation.id.in_([s.id for s in new])))
+        if written == 0:
+            delete_unreferenced_stations(db, inserted)
         raise
     names = [stations[r].name for r in [*data.fixed, *data.buses] if r in stations]
     return PowderImportResult(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import NDArray
 
+from heimdall.errors import PathNotFoundError, UserError
 from heimdall.export import OnnxLocalizer, ellipse
 from heimdall.geo import haversine_m
 
@@ -31,7 +32,7 @@ SIGMA_LEVELS = {"1sigma": 1.0, "2sigma": 2.0}
 ELLIPSE_VERTICES = 72
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError):
     """The model reference cannot be resolved to a Heimdall ``model.onnx``."""
 
 
@@ -60,32 +61,22 @@ def _find_onnx(path: Path, where: str) -> Path:
         if len(found) == 1:
             return found[0]
         raise ModelLoadError(f"{where} holds {len(found)} .onnx files, expected one model.onnx")
-    raise FileNotFoundError(f"model {where} does not exist (give a model.onnx, its folder or models:/…)")
+    raise PathNotFoundError(f"model {where} does not exist (give a model.onnx, its folder or models:/…)")
 
 
 def resolve_model(model: str, settings: Settings | None = None, dst: Path | None = None) -> Path:
     """A local ``model.onnx`` for ``model``: a path, or an MLflow URI downloaded into ``dst``."""
     if not is_mlflow_uri(model):
         return _find_onnx(Path(model).expanduser(), model)
-    import mlflow
+    from heimdall.settings import Settings
+    from heimdall.tracking.models import ModelFetchError, download_model
 
-    from heimdall.settings import Settings, redact_text
-    from heimdall.tracking import TrackingTarget, connect, tracking_environment
-
-    settings = settings or Settings()
     dst = Path(tempfile.mkdtemp(prefix="heimdall-model-")) if dst is None else dst
-    with tracking_environment(TrackingTarget.from_settings(settings)):
-        target, _ = connect(settings)
-        try:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=model, dst_path=str(dst), tracking_uri=target.uri
-            )
-        except Exception as exc:
-            first = redact_text(str(exc)).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(
-                f"cannot fetch model {model} from MLflow at {target.display}: {first}"
-            ) from None
-    return _find_onnx(Path(local), model)
+    try:
+        local = download_model(model, settings or Settings(), dst)
+    except ModelFetchError as exc:
+        raise ModelLoadError(str(exc)) from None
+    return _find_onnx(local, model)
 
 
 def load_localizer(model: str, settings: Settings | None = None, dst: Path | None = None) -> OnnxLocalizer:
@@ -115,10 +106,13 @@ def _feature_config(loc: OnnxLocalizer) -> Any:
 
     meta = loc.metadata
     if "feature_config" in meta:
-        return FeatureConfig(**json.loads(meta["feature_config"]))
+        try:
+            return FeatureConfig(**json.loads(meta["feature_config"]))
+        except (TypeError, ValueError) as exc:
+            raise ModelLoadError(f"model {loc.model_id}: malformed feature_config metadata: {exc}") from None
     cfg = FeatureConfig()
     if meta.get("feature_config_hash") not in (None, cfg.config_hash()):
-        raise ValueError(
+        raise ModelLoadError(
             "this power-only model was trained with non-default feature settings that its metadata does "
             "not record; compute its scalars with the training feature configuration"
         )
@@ -157,7 +151,7 @@ def session_inputs(services: Services, session_id: str, loc: OnnxLocalizer) -> S
             iq = load_iq(services.store, *loc_key, m.iq_samples_count, context=where)
             if iq_model:
                 if iq.size != loc.n_samples:
-                    raise ValueError(
+                    raise UserError(
                         f"{where}: recording has {iq.size} samples, the model reads exactly {loc.n_samples}; "
                         "use a model trained on recordings of this length"
                     )
@@ -167,7 +161,7 @@ def session_inputs(services: Services, session_id: str, loc: OnnxLocalizer) -> S
         mask[0, k] = 1.0
     used = [loc.station_ids[k] for k in range(r) if mask[0, k] > 0]
     if not used:
-        raise ValueError(
+        raise UserError(
             f"session {session.id} has no usable recording from the model's receivers {list(loc.station_ids)}"
         )
     truth = (session.source.latitude, session.source.longitude) if session.source is not None else None
@@ -306,7 +300,7 @@ def predict(
 ) -> dict[str, Any]:
     """``heimdall predict`` as a function: JSON dict or GeoJSON FeatureCollection."""
     if fmt not in ("json", "geojson"):
-        raise ValueError(f"unknown format {fmt!r}: use json or geojson")
+        raise UserError(f"unknown format {fmt!r}: use json or geojson")
     loc = load_localizer(model, services.settings, dst)
     result = predict_session(loc, session_inputs(services, session_id, loc), model)
     return as_geojson(result) if fmt == "geojson" else as_json(result)

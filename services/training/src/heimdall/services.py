@@ -26,6 +26,9 @@ def open_services(settings: Settings | None = None) -> Services:
     settings = settings or Settings()
     db = open_database(settings.resolved_database_url, settings.connect_timeout_s)
     store = open_object_store(
-        settings.resolved_object_store, settings.s3_endpoint_url, settings.connect_timeout_s
+        settings.resolved_object_store,
+        settings.s3_endpoint_url,
+        settings.connect_timeout_s,
+        region_name=settings.aws_region,
     )
     return Services(settings, db, store)

@@ -29,7 +29,14 @@ class Settings(BaseSettings):
     models_bucket: str = Field(default="heimdall-models")
     mlflow_tracking_uri: str = Field(default="", validation_alias="MLFLOW_TRACKING_URI")
     s3_endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL")
+    aws_region: str = Field(default="us-east-1", validation_alias="AWS_DEFAULT_REGION")
+    # MLflow: experiment, artifact root of the embedded/PostgreSQL stores, and the S3 endpoint of
+    # MLflow's own artifact client (defaults to AWS_ENDPOINT_URL, i.e. ``s3_endpoint_url``)
+    mlflow_experiment: str = Field(default="heimdall")
+    mlflow_artifact_root: str = Field(default="")
+    mlflow_s3_endpoint_url: str | None = Field(default=None, validation_alias="MLFLOW_S3_ENDPOINT_URL")
     connect_timeout_s: float = Field(default=3.0, gt=0)
+    max_import_bytes: int = Field(default=2 * 1024**3, gt=0)  # per imported file, checked before reading
 
     @field_validator("raw_iq_bucket", "models_bucket")
     @classmethod

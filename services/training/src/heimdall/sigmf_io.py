@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -26,17 +28,22 @@ import jsonschema
 import numpy as np
 import sigmf
 from sigmf.error import SigMFError
-from sigmf.sigmffile import SigMFFile, get_sigmf_filenames
+from sigmf.sigmffile import SigMFFile, dtype_info, get_sigmf_filenames
 from sigmf.utils import SIGMF_DATETIME_ISO8601_FMT, parse_iso8601_datetime
-from sqlalchemy import delete, insert, select
+from sigmf.validate import validate as validate_metadata
+from sqlalchemy import Insert, delete, exists, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
+from heimdall.errors import DataError
 from heimdall.geo import haversine_m
+from heimdall.settings import Settings
 from heimdall.storage.database import Database
 from heimdall.storage.iq import IQDataError, check_iq, load_iq
 from heimdall.storage.objectstore import ObjectStore
 from heimdall.storage.queries import SessionNotFoundError, StoredMeasurement, StoredSession, get_session
 from heimdall.storage.recordings import MeasurementRecord, SessionRecord, SourceRecord, write_sessions
-from heimdall.storage.schema import APPROVAL_STATUSES, WebSDRStation
+from heimdall.storage.schema import APPROVAL_STATUSES, Measurement, WebSDRStation
 
 # The `heimdall` extension namespace: every Heimdall key read or written, in one place.
 EXTENSION = {"name": "heimdall", "version": "1.0.0", "optional": True}
@@ -64,9 +71,12 @@ STATION_MATCH_M = 200.0  # a recording this close to a station is that station's
 SAME_POSITION_M = 1.0  # a receiver farther than this from its station keeps its own position
 IMPORT_NAMESPACE = uuid.UUID("a977ad27-5b4d-4fae-94ec-8cb7b8cca2b1")  # ids of sessions without one
 META_EXT = ".sigmf-meta"
+STATION_ATTEMPTS = 3  # resolve → insert rounds when concurrent importers take the ids/names we chose
+
+log = logging.getLogger("heimdall.sigmf")
 
 
-class InterchangeError(ValueError):
+class InterchangeError(DataError):
     """A SigMF import or export was refused; the message names the file or session. Nothing was written."""
 
 
@@ -238,41 +248,137 @@ def find_recordings(paths: Iterable[str | Path]) -> list[Path]:
     return list(metas)
 
 
-def _open(path: Path) -> SigMFFile:
-    """Read and schema-validate the metadata, checking core:sha512 against the data when present."""
-    if not path.is_file():
-        raise InterchangeError(f"{path}: metadata file not found")
-    data = get_sigmf_filenames(path)["data_fn"]
-    if data.is_file() and data.stat().st_size == 0:  # numpy cannot even map it
-        raise InterchangeError(f"{path}: the data file {data} holds no samples")
+def _line(text: object, limit: int = 300) -> str:
+    """`text` on one line (whitespace collapsed), cut to `limit` characters: fit for a one-line error."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _max_bytes(max_bytes: int | None) -> int:
+    """The import size cap per file: the argument, else the HEIMDALL_MAX_IMPORT_BYTES setting."""
+    return Settings().max_import_bytes if max_bytes is None else max_bytes
+
+
+def _check_size(meta: Path, file: Path, what: str, cap: int) -> int:
+    """The size of `file` (the recording `meta`'s `what`) from stat, nothing read; refused above `cap`."""
+    size = file.stat().st_size
+    if size > cap:
+        raise InterchangeError(
+            f"{meta}: the {what} is {size} bytes, over the import size cap of {cap} bytes "
+            "(set HEIMDALL_MAX_IMPORT_BYTES to raise it)"
+        )
+    return size
+
+
+def _index(path: Path, item: dict[str, Any], key: str, what: str) -> int:
+    value = item.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InterchangeError(f"{path}: {what} {key} must be an integer ≥ 0, got {_line(repr(value), 80)}")
+    return value
+
+
+def _check_indices(path: Path, metadata: dict[str, Any], n_samples: int) -> None:
+    """Captures start inside the data (dataset-relative); annotations lie inside [offset, offset + n)."""
+    offset = _index(path, metadata["global"], sigmf.OFFSET_KEY, "global")
+    for i, capture in enumerate(metadata["captures"]):
+        start = _index(path, capture, sigmf.SAMPLE_START_KEY, f"capture {i}")
+        if start >= n_samples:
+            raise InterchangeError(
+                f"{path}: capture {i} starts at sample {start} but the data file holds only {n_samples}"
+            )
+    for i, ann in enumerate(metadata["annotations"]):
+        start = _index(path, ann, sigmf.SAMPLE_START_KEY, f"annotation {i}")
+        count = _index(path, ann, sigmf.SAMPLE_COUNT_KEY, f"annotation {i}")
+        if start < offset or start + count > offset + n_samples:
+            raise InterchangeError(
+                f"{path}: annotation {i} covers samples [{start}, {start + count}) but the data file holds "
+                f"samples [{offset}, {offset + n_samples})"
+            )
+
+
+def _metadata(path: Path) -> dict[str, Any]:
+    """The .sigmf-meta as a schema-valid dict (UTF-8 JSON), checked before any data is read."""
     try:
-        rec = sigmf.fromfile(path)
-        rec.validate()
+        metadata = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InterchangeError(f"{path}: metadata is not UTF-8 text ({_line(exc.reason)})") from None
+    except OSError as exc:
+        raise InterchangeError(f"{path}: cannot read the metadata: {exc.strerror or exc}") from None
+    except (ValueError, RecursionError) as exc:  # json.JSONDecodeError, huge integers, deep nesting
+        raise InterchangeError(f"{path}: metadata is not valid JSON: {_line(exc)}") from None
+    if not isinstance(metadata, dict):
+        raise InterchangeError(f"{path}: metadata must be a JSON object, got {type(metadata).__name__}")
+    try:
+        validate_metadata(metadata)
     except jsonschema.ValidationError as exc:
         where = "/".join(map(str, exc.absolute_path)) or "top level"
-        raise InterchangeError(f"{path}: invalid SigMF metadata at {where}: {exc.message}") from None
-    except (SigMFError, OSError, ValueError, KeyError, TypeError) as exc:
-        raise InterchangeError(f"{path}: not a readable SigMF recording: {exc}") from None
-    if not isinstance(rec, SigMFFile):
-        raise InterchangeError(f"{path}: a SigMF collection or archive, not a single recording")
-    if rec.data_file is None:
+        raise InterchangeError(f"{path}: invalid SigMF metadata at {where}: {_line(exc.message)}") from None
+    except (jsonschema.SchemaError, RecursionError, KeyError, TypeError, ValueError) as exc:
+        raise InterchangeError(f"{path}: invalid SigMF metadata: {_line(exc)}") from None
+    return metadata
+
+
+def _open(path: Path, max_bytes: int | None = None) -> SigMFFile:
+    """Read and check metadata and data file sizes before reading samples; verify core:sha512 if given.
+
+    Refused with an InterchangeError naming the file: files over the size cap, unreadable or invalid
+    metadata, unsupported datatypes, non-conforming datasets, a data file that is not a whole number
+    of samples, and captures or annotations that point outside the data.
+    """
+    if not path.is_file():
+        raise InterchangeError(f"{path}: metadata file not found")
+    cap = _max_bytes(max_bytes)
+    data = get_sigmf_filenames(path)["data_fn"]
+    _check_size(path, path, "metadata file", cap)  # both sizes are checked before either file is read
+    if data.is_file():
+        _check_size(path, data, f"data file {data.name}", cap)
+    metadata = _metadata(path)
+    g = metadata["global"]
+    datatype = g.get(sigmf.DATATYPE_KEY)
+    if datatype not in SUPPORTED_DATATYPES:
+        supported = ", ".join(sorted(SUPPORTED_DATATYPES))
+        raise InterchangeError(
+            f"{path}: datatype {_line(repr(datatype), 80)} is not supported (complex IQ only: {supported})"
+        )
+    if g.get(sigmf.NUM_CHANNELS_KEY, 1) != 1:
+        raise InterchangeError(f"{path}: multi-channel recordings are not supported (one receiver per file)")
+    ncd = [k for k in (sigmf.DATASET_KEY, sigmf.METADATA_ONLY_KEY, sigmf.TRAILING_BYTES_KEY) if g.get(k)]
+    ncd += [sigmf.HEADER_BYTES_KEY for c in metadata["captures"] if c.get(sigmf.HEADER_BYTES_KEY)][:1]
+    if ncd:
+        raise InterchangeError(
+            f"{path}: {', '.join(ncd)}: non-conforming or metadata-only datasets are not supported "
+            "(the samples must be the whole .sigmf-data beside the .sigmf-meta)"
+        )
+    if not data.is_file():
         raise InterchangeError(f"{path}: its data file {data} is missing")
+    size = _check_size(path, data, f"data file {data.name}", cap)
+    if size == 0:  # numpy cannot even map it
+        raise InterchangeError(f"{path}: the data file {data} holds no samples")
+    sample_size = dtype_info(datatype)["sample_size"]
+    n_samples, rest = divmod(size, sample_size)
+    if rest:
+        raise InterchangeError(
+            f"{path}: the data file {data.name} is {size} bytes, not a whole number of {datatype} samples "
+            f"({sample_size} bytes each)"
+        )
+    _check_indices(path, metadata, n_samples)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # undeclared extension namespaces
+            rec = SigMFFile(metadata=metadata, data_file=data)  # verifies core:sha512 when present
+    except (SigMFError, OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise InterchangeError(f"{path}: not a readable SigMF recording: {_line(exc)}") from None
     return rec
 
 
 def _samples(path: Path, rec: SigMFFile) -> np.ndarray:
     """The samples as complex64 (fixed-point types scaled to ±1), refusing what a session cannot hold."""
-    datatype = rec.get_global_field(sigmf.DATATYPE_KEY)
-    if datatype not in SUPPORTED_DATATYPES:
-        supported = ", ".join(sorted(SUPPORTED_DATATYPES))
-        raise InterchangeError(
-            f"{path}: datatype {datatype!r} is not supported (complex IQ only: {supported})"
-        )
-    if rec.get_global_field(sigmf.NUM_CHANNELS_KEY, 1) != 1:
-        raise InterchangeError(f"{path}: multi-channel recordings are not supported (one receiver per file)")
     if rec.sample_count == 0:
         raise InterchangeError(f"{path}: the data file {rec.data_file} holds no samples")
-    iq = np.ascontiguousarray(rec.read_samples(), dtype=np.complex64)
+    try:
+        iq = np.ascontiguousarray(rec.read_samples(), dtype=np.complex64)
+    except (SigMFError, OSError, ValueError) as exc:
+        raise InterchangeError(f"{path}: cannot read the samples: {_line(exc)}") from None
     try:
         return check_iq(iq)
     except IQDataError as exc:
@@ -287,6 +393,8 @@ def _position(path: Path, rec: SigMFFile, capture: dict[str, Any]) -> tuple[floa
     lon, lat, *alt = (float(c) for c in geo["coordinates"])  # shape checked by the schema
     if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
         raise InterchangeError(f"{path}: {sigmf.GEOLOCATION_KEY} [{lon}, {lat}] is not a [lon, lat] position")
+    if alt and not math.isfinite(alt[0]):
+        raise InterchangeError(f"{path}: {sigmf.GEOLOCATION_KEY} altitude {alt[0]} is not a finite number")
     return lat, lon, alt[0] if alt else None
 
 
@@ -302,9 +410,12 @@ def _start(path: Path, capture: dict[str, Any]) -> datetime:
         ) from None
 
 
-def read_recording(path: Path) -> Recording:
-    """Load and check one recording; every problem is an InterchangeError naming the file."""
-    rec = _open(path)
+def read_recording(path: Path, max_bytes: int | None = None) -> Recording:
+    """Load and check one recording; every problem is an InterchangeError naming the file.
+
+    `max_bytes` caps each file's size (default: the HEIMDALL_MAX_IMPORT_BYTES setting).
+    """
+    rec = _open(path, max_bytes)
     captures = rec.get_captures()
     if len(captures) > 1:
         raise InterchangeError(f"{path}: {len(captures)} capture segments; one per recording is supported")
@@ -317,6 +428,10 @@ def read_recording(path: Path) -> Recording:
     rate = _number(path, rec.get_global_info(), sigmf.SAMPLE_RATE_KEY, required=True) or 0.0
     if rate <= 0:
         raise InterchangeError(f"{path}: {sigmf.SAMPLE_RATE_KEY} must be > 0, got {rate}")
+    if not math.isfinite(iq.size / rate):
+        raise InterchangeError(
+            f"{path}: {sigmf.SAMPLE_RATE_KEY} {rate} is too small: {iq.size} samples last forever"
+        )
     return Recording(
         path=path,
         iq=iq,
@@ -396,6 +511,7 @@ class _Stations:
 
     known: list[_Station]
     new: list[_Station] = field(default_factory=list)
+    inserted: list[int] = field(default_factory=list)  # ids of the new stations this import inserted
 
     @classmethod
     def load(cls, db: Database) -> _Stations:
@@ -430,16 +546,71 @@ class _Stations:
         self.new.append(st)
         return st
 
-    def insert_new(self, db: Database) -> None:
-        if self.new:
-            rows = [{**asdict(s), "is_active": True} for s in self.new]
-            with db.sessions.begin() as q:
-                q.execute(insert(WebSDRStation), rows)
+    def insert_new(self, db: Database) -> bool:
+        """Insert the new stations, tolerating a concurrent insert of the very same ones.
+
+        False (and nothing of ours left behind) when a concurrent writer took one of the chosen ids
+        or names for a different station: the caller resolves again against the table as it is now.
+        """
+        self.inserted = []
+        if not self.new:
+            return True
+        with db.sessions.begin() as q:
+            for s in self.new:
+                result = q.execute(
+                    insert_ignoring_conflicts(db, WebSDRStation).values(**asdict(s), is_active=True)
+                )
+                if result.rowcount == 1:
+                    self.inserted.append(s.id)
+            ids = [s.id for s in self.new]
+            rows = {
+                r.id: (r.name, r.latitude, r.longitude)
+                for r in q.scalars(select(WebSDRStation).where(WebSDRStation.id.in_(ids)))
+            }
+        for s in self.new:
+            row = rows.get(s.id)
+            if (
+                row is None
+                or row[0] != s.name
+                or haversine_m(row[1], row[2], s.latitude, s.longitude) > SAME_POSITION_M
+            ):
+                self.remove_new(db)
+                return False
+        return True
 
     def remove_new(self, db: Database) -> None:
-        if self.new:
-            with db.sessions.begin() as q:
-                q.execute(delete(WebSDRStation).where(WebSDRStation.id.in_([s.id for s in self.new])))
+        """Delete the stations this import inserted, unless a measurement (anyone's) references them."""
+        delete_unreferenced_stations(db, self.inserted)
+
+
+def insert_ignoring_conflicts(db: Database, table: type) -> Insert:
+    """INSERT that skips rows clashing with a unique key (a concurrent writer's identical row).
+
+    ``ON CONFLICT DO NOTHING`` of SQLite and PostgreSQL, chosen by the engine's dialect; ``rowcount``
+    of the executed statement tells whether the row was inserted (1) or already there (0).
+    """
+    dialect = db.engine.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise InterchangeError(f"station inserts are not supported on the {dialect!r} database dialect")
+
+
+def delete_unreferenced_stations(db: Database, ids: Sequence[int]) -> None:
+    """Clean-up after a failed import: delete these stations unless some measurement references one.
+
+    A concurrent import may have matched and used a station this import created; its committed
+    rows are never taken away. A failure here is logged, not raised (the original error matters).
+    """
+    if not ids:
+        return
+    referenced = exists().where(Measurement.websdr_station_id == WebSDRStation.id)
+    try:
+        with db.sessions.begin() as q:
+            q.execute(delete(WebSDRStation).where(WebSDRStation.id.in_(list(ids)), ~referenced))
+    except SQLAlchemyError as exc:
+        log.warning("could not remove stations %s after a failed import: %s", list(ids), _line(exc))
 
 
 def _measurement(sid: uuid.UUID, r: Recording, st: _Station) -> MeasurementRecord:
@@ -482,6 +653,10 @@ def _session(
     if len(rates) > 1:
         listing = ", ".join(f"{r.path} ({r.sample_rate:g} Hz)" for r in group)
         raise InterchangeError(f"session {sid}: the sample rate differs between its recordings: {listing}")
+    lengths = {r.iq.size for r in group}
+    if len(lengths) > 1:
+        listing = ", ".join(f"{r.path} ({r.iq.size} samples)" for r in group)
+        raise InterchangeError(f"session {sid}: its recordings differ in length: {listing}")
     source = _source(sid, group, truth)
     by_station: dict[int, Recording] = {}
     measurements = []
@@ -523,23 +698,35 @@ def import_sigmf(
     dataset: str | None = None,
     truth: Truth | None = None,
     approval: str = "approved",
+    max_bytes: int | None = None,
 ) -> ImportResult:
     """Store SigMF recordings as sessions: all checked first, then written atomically and idempotently.
 
     Receivers match stations by `heimdall:station_id` or position (within STATION_MATCH_M); unmatched
     receivers become new stations, inserted only once every file has passed and removed again if the
     session write fails. Sessions without truth are stored as 'pending' (training needs a label).
+    Station rows are written so that concurrent importers neither clash nor remove each other's
+    stations. `max_bytes` caps each file (default: the HEIMDALL_MAX_IMPORT_BYTES setting), checked
+    before the file is read.
     """
     if approval not in APPROVAL_STATUSES:
         raise InterchangeError(f"approval must be one of {APPROVAL_STATUSES}, got {approval!r}")
     if dataset is not None and not (0 < len(dataset) <= 128):
         raise InterchangeError(f"dataset label must be 1 to 128 characters, got {dataset!r}")
-    groups = _groups([read_recording(p) for p in find_recordings(paths)])
+    cap = _max_bytes(max_bytes)
+    groups = _groups([read_recording(p, cap) for p in find_recordings(paths)])
     if truth is not None and len(groups) > 1:
         raise InterchangeError(f"the truth options describe one session but the files hold {len(groups)}")
-    stations = _Stations.load(db)
-    records = [_session(sid, group, stations, dataset, truth, approval) for sid, group in groups]
-    stations.insert_new(db)
+    for _ in range(STATION_ATTEMPTS):
+        stations = _Stations.load(db)
+        records = [_session(sid, group, stations, dataset, truth, approval) for sid, group in groups]
+        if stations.insert_new(db):
+            break
+    else:
+        raise InterchangeError(
+            f"the new stations of this import ({', '.join(s.name for s in stations.new)}) kept clashing "
+            "with stations written by concurrent imports; nothing was written, run the import again"
+        )
     try:
         written, present = write_sessions(db, store, bucket, records)
     except Exception:

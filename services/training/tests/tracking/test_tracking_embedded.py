@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tracking_support import embedded_copy, invoke
+from tracking_support import download, embedded_copy, invoke
 
 from heimdall.export import OnnxLocalizer
-from heimdall.registry import CHAMPION, CHAMPION_URI, MODEL_NAME
-from heimdall.tracking import EPOCH_METRICS, RUN_ARTIFACTS
+from heimdall.tracking.registry import CHAMPION, CHAMPION_URI, MODEL_NAME
+from heimdall.tracking.run import EPOCH_METRICS, RUN_ARTIFACTS
 
 TRAINING = Path(__file__).resolve().parents[2]
 EXAMPLE = TRAINING / "examples" / "infer_sample.py"
@@ -111,15 +111,12 @@ def test_run_records_config_snapshot_metrics_tags_and_artifacts(first: FirstRun)
 
 
 def test_first_version_is_champion_and_serves_the_exported_model(first: FirstRun, tmp_path: Path) -> None:
-    import mlflow
 
     client = _client(first.uri)
     mv = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
     assert str(mv.version) == "1" and mv.run_id == first.run_id
     assert "champion moved to version 1" in first.output
-    local = Path(
-        mlflow.artifacts.download_artifacts(CHAMPION_URI, dst_path=str(tmp_path), tracking_uri=first.uri)
-    )
+    local = download(CHAMPION_URI, first.uri, tmp_path)
     assert {"MLmodel", "model.onnx", "input_example.json"} <= {f.name for f in local.iterdir()}
     mlmodel = (local / "MLmodel").read_text()
     assert "onnx" in mlmodel and '"name": "iq"' in mlmodel and "CPUExecutionProvider" in mlmodel

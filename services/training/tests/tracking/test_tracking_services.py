@@ -16,6 +16,7 @@ from tracking_support import (
     AWS_SECRET,
     DB_SECRET,
     assert_no_secret,
+    download,
     invoke,
     run_texts,
     use_pg_s3,
@@ -23,7 +24,7 @@ from tracking_support import (
 )
 
 from heimdall.export import OnnxLocalizer
-from heimdall.registry import CHAMPION, CHAMPION_URI, MODEL_NAME
+from heimdall.tracking.registry import CHAMPION, CHAMPION_URI, MODEL_NAME
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
 
@@ -49,7 +50,6 @@ def _train(out: Path) -> str:
 
 def _check_champion_serves_the_export(tracking_uri: str, out: Path, tmp_path: Path) -> str:
     """Load models:/heimdall-localizer@champion and compare it with the exported file on the test split."""
-    import mlflow
     from mlflow import MlflowClient
 
     from heimdall.predict import session_inputs
@@ -60,11 +60,7 @@ def _check_champion_serves_the_export(tracking_uri: str, out: Path, tmp_path: Pa
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     mv = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
     assert mv.run_id == run_id
-    local = Path(
-        mlflow.artifacts.download_artifacts(
-            CHAMPION_URI, dst_path=str(tmp_path / "champion"), tracking_uri=tracking_uri
-        )
-    )
+    local = download(CHAMPION_URI, tracking_uri, tmp_path / "champion")
     served, exported = OnnxLocalizer(local / "model.onnx"), OnnxLocalizer(out / "model.onnx")
     assert served.model_id == run_id
     services = open_services()

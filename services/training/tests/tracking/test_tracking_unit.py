@@ -10,7 +10,9 @@ import pytest
 from tracking_support import free_port, invoke
 
 import heimdall
-from heimdall.registry import (
+from heimdall.settings import Settings
+from heimdall.tracking.connection import TrackingError, TrackingTarget, preflight
+from heimdall.tracking.registry import (
     CHAMPION,
     MODEL_NAME,
     TAG_TEST_IDS,
@@ -22,22 +24,56 @@ from heimdall.registry import (
     update_champion,
     version_info,
 )
-from heimdall.settings import Settings
-from heimdall.tracking import TrackingError, TrackingTarget, flatten_params, preflight
+from heimdall.tracking.run import flatten_params
 
 
 def test_targets_resolve_and_hide_passwords(tmp_path: Path) -> None:
-    s = Settings(data_dir=tmp_path / "hd", mlflow_tracking_uri="")
-    t = TrackingTarget.from_settings(s, environ={})
+    s = Settings(data_dir=tmp_path / "hd", mlflow_tracking_uri="", mlflow_artifact_root="")
+    t = TrackingTarget.from_settings(s)
     assert t.uri == f"sqlite:///{(tmp_path / 'hd' / 'mlflow.db').as_posix()}" and t.kind == "sqlite"
     assert t.artifact_root == (tmp_path / "hd" / "mlartifacts").resolve().as_uri()
-    pg = Settings(data_dir=tmp_path, mlflow_tracking_uri="postgresql://u:hunter2@db:5432/mlflow")
-    t = TrackingTarget.from_settings(pg, environ={"HEIMDALL_MLFLOW_ARTIFACT_ROOT": "s3://mlflow/artifacts"})
-    assert t.uri == "postgresql+psycopg://u:hunter2@db:5432/mlflow" and t.kind == "postgresql"
+    pg = Settings(
+        data_dir=tmp_path,
+        mlflow_tracking_uri="postgresql://u:hunter2@db:5432/mlflow",
+        mlflow_artifact_root="s3://mlflow/artifacts",
+    )
+    t = TrackingTarget.from_settings(pg)
+    # MLflow's own engine gets the fail-fast connect timeout (whole seconds, >= 2)
+    assert t.uri == "postgresql+psycopg://u:hunter2@db:5432/mlflow?connect_timeout=3"
+    assert t.kind == "postgresql"
     assert "hunter2" not in t.display and "db:5432" in t.display
     assert t.artifact_root == "s3://mlflow/artifacts"
-    http = TrackingTarget.from_settings(Settings(mlflow_tracking_uri="http://mlflow:5000"), environ={})
+    http = TrackingTarget.from_settings(
+        Settings(mlflow_tracking_uri="http://mlflow:5000", mlflow_artifact_root="")
+    )
     assert http.kind == "http" and http.artifact_root is None  # the server decides
+
+
+def test_target_comes_from_settings_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The environment is read by Settings (pydantic-settings), never by TrackingTarget itself."""
+    monkeypatch.setenv("HEIMDALL_MLFLOW_EXPERIMENT", "from-env")
+    monkeypatch.setenv("HEIMDALL_MLFLOW_ARTIFACT_ROOT", "s3://env-bucket/art")
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", "http://mlflow-s3:9000")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://aws-endpoint:9000")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-south-1")
+    from_env = TrackingTarget.from_settings(Settings(data_dir=tmp_path))
+    assert from_env.experiment == "from-env" and from_env.artifact_root == "s3://env-bucket/art"
+    assert from_env.s3_endpoint_url == "http://mlflow-s3:9000"  # MLflow's own endpoint wins
+    assert from_env.s3_region == "eu-south-1"
+    explicit = TrackingTarget.from_settings(
+        Settings(
+            data_dir=tmp_path,
+            mlflow_experiment="explicit",
+            mlflow_artifact_root=str(tmp_path / "art"),
+            mlflow_s3_endpoint_url="",
+            s3_endpoint_url="http://explicit:9000",
+            aws_region="us-west-2",
+        )
+    )
+    assert explicit.experiment == "explicit" and explicit.artifact_root == (tmp_path / "art").as_uri()
+    assert explicit.s3_endpoint_url == "http://explicit:9000" and explicit.s3_region == "us-west-2"
+    monkeypatch.setenv("HEIMDALL_MLFLOW_EXPERIMENT", "")
+    assert TrackingTarget.from_settings(Settings()).experiment == "heimdall"
 
 
 def test_flatten_params() -> None:
@@ -77,8 +113,14 @@ def test_preflight_names_an_unreachable_s3_artifact_root(tmp_path: Path, monkeyp
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     port = free_port()
-    s = Settings(data_dir=tmp_path, s3_endpoint_url=f"http://127.0.0.1:{port}", connect_timeout_s=1)
-    t = TrackingTarget.from_settings(s, environ={"HEIMDALL_MLFLOW_ARTIFACT_ROOT": "s3://mlflow/art"})
+    s = Settings(
+        data_dir=tmp_path,
+        s3_endpoint_url=f"http://127.0.0.1:{port}",
+        mlflow_s3_endpoint_url=None,
+        mlflow_artifact_root="s3://mlflow/art",
+        connect_timeout_s=1,
+    )
+    t = TrackingTarget.from_settings(s)
     with pytest.raises(TrackingError, match=r"s3://mlflow/art.*unreachable"):
         preflight(t)
 
@@ -111,6 +153,26 @@ def test_mlflow_is_imported_lazily() -> None:
     assert eager == []
 
 
+def test_tracking_never_imports_the_layers_above_it() -> None:
+    """No cycle with predict, no CLI, no evaluation job: not at import time, not lazily either."""
+    package = Path(heimdall.__file__).resolve().parent / "tracking"
+    above = ("heimdall.predict", "heimdall.cli", "heimdall.evaluate.job")
+    found: dict[str, list[str]] = {}
+    for f in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or "", *(f"{node.module}.{a.name}" for a in node.names)]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            bad = [n for n in names if n in above or n.startswith(tuple(f"{m}." for m in above))]
+            if bad:
+                found.setdefault(f.name, []).extend(bad)
+    assert found == {}
+
+
 # --------------------------------------------------------------------------------------------------------
 # The champion rule
 # --------------------------------------------------------------------------------------------------------
@@ -139,11 +201,9 @@ def test_decide_rules() -> None:
 @pytest.fixture
 def registry(tmp_path: Path):  # type: ignore[no-untyped-def]
     """A sqlite-backed registry with hand-made versions (no training needed)."""
-    import mlflow
     from mlflow import MlflowClient
 
     uri = f"sqlite:///{(tmp_path / 'mlflow.db').as_posix()}"
-    mlflow.set_tracking_uri(uri)
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.create_registered_model(MODEL_NAME)
 

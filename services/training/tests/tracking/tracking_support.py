@@ -95,6 +95,29 @@ def mlflow_command() -> list[str]:
 # --------------------------------------------------------------------------------------------------------
 
 
+def download(uri: str, tracking_uri: str, dst: Path) -> Path:
+    """Download an MLflow URI (``models:/…`` too) from the store at ``tracking_uri``.
+
+    ``mlflow.artifacts.download_artifacts`` resolves ``models:/`` through MLflow's process-wide registry
+    URI whatever it is given, and Heimdall never sets that URI, so the URI is resolved through an
+    explicit client first (heimdall.tracking.models.resolve_uri) and the storage location downloaded.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    from heimdall.tracking.models import resolve_uri
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    return Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=resolve_uri(client, uri).uri,
+            dst_path=str(dst),
+            tracking_uri=tracking_uri,
+            registry_uri=tracking_uri,
+        )
+    )
+
+
 def run_texts(tracking_uri: str, run_id: str, dst: Path) -> dict[str, bytes]:
     """Every param, tag and metric name of the run, its registered versions' tags, and every artifact file
     (the run's and its logged model's), as {label: bytes}, for secret searches."""
@@ -116,13 +139,7 @@ def run_texts(tracking_uri: str, run_id: str, dst: Path) -> dict[str, bytes]:
             run_id=run_id, dst_path=str(dst / "run"), tracking_uri=tracking_uri
         )
     )
-    model_dir = Path(
-        mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{_logged_model_id(client, run_id)}",
-            dst_path=str(dst / "model"),
-            tracking_uri=tracking_uri,
-        )
-    )
+    model_dir = download(f"models:/{_logged_model_id(client, run_id)}", tracking_uri, dst / "model")
     for base in (run_dir, model_dir):
         for f in base.rglob("*"):
             if f.is_file():

@@ -63,10 +63,56 @@ def test_onnx_is_loadable_and_uploaded(trained, sim_services) -> None:
 
 
 def test_resume_continues_from_last_checkpoint(trained, sim_services) -> None:
-    cfg, _ = trained
+    cfg, first = trained
+    assert first.report["resumed"] is False and first.report["resumed_from_epoch"] is None
     more = cfg.model_copy(update={"epochs": 4})
     result = run_training(more, sim_services, resume=True, progress=False)
-    assert result.report["epochs_run"] == 1  # epochs 0-2 came from the checkpoint
+    report = json.loads((result.output_dir / "report.json").read_text())
+    assert report["resumed"] is True and report["resumed_from_epoch"] == 3  # epochs 0-2 from the checkpoint
+    assert [int(h["epoch"]) for h in report["history"]] == [0, 1, 2, 3]  # complete across the resume
+    assert report["history"][:3] == first.report["history"]
+    assert report["epochs_run"] == 4
+
+
+def test_checkpoints_are_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The new checkpoint is complete before it replaces the old one (a kill -9 mid-save leaves the
+    previous last.ckpt whole), and a failed save leaves no temporary file behind."""
+    import os
+
+    import torch
+
+    from heimdall.training.runner import AtomicCheckpointIO
+
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"epoch": 1}, path)
+    real_replace = os.replace
+    seen: list[tuple[int, int]] = []
+
+    def replace(src, dst):  # type: ignore[no-untyped-def]
+        seen.append(
+            (torch.load(src, weights_only=True)["epoch"], torch.load(dst, weights_only=True)["epoch"])
+        )
+        real_replace(src, dst)
+
+    monkeypatch.setattr("heimdall.training.runner.os.replace", replace)
+    io.save_checkpoint({"epoch": 2}, path)
+    assert seen == [(2, 1)] and torch.load(path, weights_only=True)["epoch"] == 2
+
+    class Boom:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            raise RuntimeError("killed mid-save")
+
+    with pytest.raises(RuntimeError, match="mid-save"):
+        io.save_checkpoint({"epoch": 2, "x": Boom()}, path)
+    assert torch.load(path, weights_only=True)["epoch"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_resume_without_a_checkpoint_starts_fresh(sim_services, tmp_path: Path) -> None:
+    cfg = load_config(None, {"epochs": 1, "batch_size": 64, "output_dir": tmp_path / "m", "seed": 3})
+    result = run_training(cfg, sim_services, resume=True, progress=False)
+    assert result.report["resumed"] is False and result.report["resumed_from_epoch"] is None
 
 
 def test_same_seed_same_result(trained, sim_services, tmp_path: Path) -> None:

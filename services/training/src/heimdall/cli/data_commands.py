@@ -8,9 +8,9 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from heimdall.cli.app import app, console, db_app, user_errors
+from heimdall.cli.app import app, console, db_app, load_settings, user_errors
+from heimdall.errors import UserError
 from heimdall.services import open_services
-from heimdall.settings import Settings
 from heimdall.simulate.scenario import load_scenario
 from heimdall.simulate.session import session_id_for, simulate_sessions
 from heimdall.storage.database import open_database
@@ -40,12 +40,12 @@ def simulate(
 ) -> None:
     """Simulate sessions into the configured database and object store (atomic per batch, idempotent)."""
     if sessions < 0:
-        raise ValueError(f"--sessions must be ≥ 0, got {sessions}")
+        raise UserError(f"--sessions must be ≥ 0, got {sessions}")
     if dataset is not None and not dataset.strip():
-        raise ValueError("--dataset must be a non-empty label")
+        raise UserError("--dataset must be a non-empty label")
     spec = load_scenario(Path(scenario) if scenario.endswith((".yaml", ".yml")) else scenario)
     simulate_sessions(spec, sessions, seed, duration, start)  # validates the arguments before any I/O
-    services = open_services()
+    services = open_services(load_settings())
     written = skipped = 0
     t0 = time.perf_counter()
     try:
@@ -88,7 +88,7 @@ def simulate(
 @user_errors
 def db_upgrade() -> None:
     """Apply the schema migrations and seed the receiver network (also done automatically)."""
-    settings = Settings()
+    settings = load_settings()
     db = open_database(settings.resolved_database_url, settings.connect_timeout_s)
     typer.echo(f"database {db.safe_url} is at the latest schema revision")
     db.dispose()

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from heimdall.cli.app import app, console, user_errors
+from heimdall.atomic import check_output_dir, removed_on_failure
+from heimdall.cli.app import app, console, load_settings, user_errors
 from heimdall.services import open_services
 
 
@@ -31,11 +32,20 @@ def evaluate(
     """Evaluate a model against weighted centroid, log-distance NLS, kNN fingerprints and the Bayes oracle."""
     from heimdall.evaluate.job import evaluate as run
 
-    services = open_services()
+    check_output_dir(output_dir)
+    services = open_services(load_settings())
     try:
-        result = run(
-            model, services, output_dir, split, outage, oracle, progress=lambda m: console.print(f"… {m}")
-        )
+        with removed_on_failure(output_dir):  # a failed evaluation leaves no half-written folder
+            result = run(
+                model,
+                services,
+                output_dir,
+                split,
+                outage,
+                oracle,
+                progress=lambda m: console.print(f"… {m}"),
+                outage_sessions=outage_sessions,
+            )
     finally:
         services.close()
     for name, m in result["methods"].items():

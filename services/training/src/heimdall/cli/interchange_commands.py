@@ -7,12 +7,13 @@ from typing import Annotated
 
 import typer
 
-from heimdall.cli.app import export_app, import_app, user_errors
+from heimdall.atomic import check_output_dir
+from heimdall.cli.app import export_app, import_app, load_settings, user_errors
+from heimdall.errors import UserError
 from heimdall.services import open_services
 from heimdall.sigmf_io import (
     DEFAULT_DATASET,
     TRUTH,
-    InterchangeError,
     Truth,
     export_session_sigmf,
     import_sigmf,
@@ -25,14 +26,14 @@ def _truth(
     """The command-line truth, or None when no --truth-* option was given (partial positions are refused)."""
     if lat is None and lon is None:
         if error_m is not None or power_dbm is not None:
-            raise InterchangeError("--truth-error-m/--truth-power-dbm need --truth-lat and --truth-lon")
+            raise UserError("--truth-error-m/--truth-power-dbm need --truth-lat and --truth-lon")
         return None
     if lat is None or lon is None:
-        raise InterchangeError("give both --truth-lat and --truth-lon")
+        raise UserError("give both --truth-lat and --truth-lon")
     if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
-        raise InterchangeError(f"truth position ({lat}, {lon}) is out of range")
+        raise UserError(f"truth position ({lat}, {lon}) is out of range")
     if error_m is not None and error_m < 0:
-        raise InterchangeError(f"--truth-error-m must be ≥ 0, got {error_m}")
+        raise UserError(f"--truth-error-m must be ≥ 0, got {error_m}")
     return Truth(lat, lon, error_margin_meters=error_m or 0.0, power_dbm=power_dbm)
 
 
@@ -59,7 +60,7 @@ def import_sigmf_command(
 ) -> None:
     """Import the SigMF recordings of one or more sessions (one file pair per receiver), atomically."""
     truth = _truth(truth_lat, truth_lon, truth_error_m, truth_power_dbm)
-    services = open_services()
+    services = open_services(load_settings())
     try:
         result = import_sigmf(
             services.db,
@@ -99,7 +100,8 @@ def export_sigmf_command(
     author: str | None = typer.Option(None, "--author", help="core:author of the recordings (optional)."),
 ) -> None:
     """Export one session as SigMF: a .sigmf-meta/.sigmf-data pair per receiver with IQ."""
-    services = open_services()
+    check_output_dir(out_dir, "OUT_DIR")
+    services = open_services(load_settings())
     try:
         metas = export_session_sigmf(services.db, services.store, session_id, out_dir, author=author)
     finally:

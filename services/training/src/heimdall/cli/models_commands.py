@@ -13,7 +13,8 @@ from typing import Any
 
 import typer
 
-from heimdall.cli.app import app, user_errors
+from heimdall.cli.app import app, load_settings, user_errors
+from heimdall.errors import UserError
 
 models_app = typer.Typer(
     help="Model registry (heimdall-localizer): list versions, move the champion alias.", no_args_is_help=True
@@ -24,12 +25,9 @@ app.add_typer(models_app, name="models")
 @contextmanager
 def _registry() -> Iterator[tuple[Any, Any]]:
     """(target, MlflowClient) for MLFLOW_TRACKING_URI, after a fail-fast preflight."""
-    from heimdall.settings import Settings
-    from heimdall.tracking import TrackingTarget, connect, tracking_environment
+    from heimdall.tracking.connection import connect
 
-    settings = Settings()
-    with tracking_environment(TrackingTarget.from_settings(settings)):
-        yield connect(settings)
+    yield connect(load_settings())
 
 
 def _fmt(value: float | None) -> str:
@@ -42,7 +40,7 @@ def list_models(
     as_json: bool = typer.Option(False, "--json", help="Print the versions as JSON."),
 ) -> None:
     """Registered versions of heimdall-localizer: aliases, MLflow run ids (= model ids), test metrics."""
-    from heimdall.registry import MODEL_NAME, list_versions
+    from heimdall.tracking.registry import MODEL_NAME, list_versions
 
     with _registry() as (target, client):
         versions = list_versions(client)
@@ -72,7 +70,7 @@ def promote_model(
     version: str = typer.Argument(..., help="The version number to make the champion."),
 ) -> None:
     """Point the `champion` alias at VERSION (an unknown version is an error; the alias is unchanged)."""
-    from heimdall.registry import CHAMPION, MODEL_NAME, promote
+    from heimdall.tracking.registry import CHAMPION, MODEL_NAME, promote
 
     with _registry() as (_, client):
         decision = promote(client, version)
@@ -98,15 +96,12 @@ def predict(
     """Locate one stored session with an ONNX model: lat/lon, covariance (m²) and the 1σ/2σ ellipses."""
     from heimdall.predict import predict as run_predict
     from heimdall.services import open_services
-    from heimdall.storage.queries import SessionNotFoundError
 
     if fmt not in ("json", "geojson"):
-        raise ValueError(f"--format must be json or geojson, got {fmt!r}")
-    services = open_services()
+        raise UserError(f"--format must be json or geojson, got {fmt!r}")
+    services = open_services(load_settings())
     try:
         out = run_predict(services, session, model, fmt)
-    except SessionNotFoundError as exc:
-        raise ValueError(str(exc)) from None
     finally:
         services.close()
     typer.echo(json.dumps(out, indent=2))

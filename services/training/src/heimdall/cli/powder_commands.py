@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from heimdall.cli.app import import_app, user_errors
+from heimdall.cli.app import import_app, load_settings, user_errors
 from heimdall.powder import COORDINATES_FILE, DATASET, SPLIT_FILES, import_powder
 from heimdall.services import open_services
 
@@ -35,7 +35,7 @@ def import_powder_command(
     pending: bool = typer.Option(False, "--pending", help="Store as pending review instead of approved."),
 ) -> None:
     """Import POWDER samples (one session per CSV row, power only), checked first, idempotently."""
-    services = open_services()
+    services = open_services(load_settings())
     try:
         r = import_powder(
             services.db,

@@ -9,11 +9,11 @@ from typing import Any
 
 import typer
 
-from heimdall.cli.app import app, user_errors
+from heimdall.cli.app import app, load_settings, user_errors
+from heimdall.errors import UserError
 from heimdall.services import open_services
-from heimdall.settings import Settings
 from heimdall.training.config import load_config
-from heimdall.training.runner import run_training
+from heimdall.training.runner import resume_checkpoint, run_training
 
 
 @app.command()
@@ -63,9 +63,9 @@ def train(
 ) -> None:
     """Train LocalizationNet on approved sessions, export and verify ONNX, write report.json/.md and plots."""
     if promote and not tracking:
-        raise ValueError("--promote registers the model in MLflow: drop --no-tracking")
+        raise UserError("--promote registers the model in MLflow: drop --no-tracking")
     if from_run and config is not None:
-        raise ValueError("--from-run re-uses the run's own config.yaml: do not combine it with --config")
+        raise UserError("--from-run re-uses the run's own config.yaml: do not combine it with --config")
     overrides: dict[str, Any] = {
         "epochs": epochs,
         "batch_size": batch_size,
@@ -80,7 +80,7 @@ def train(
         "strategy": strategy,
         "patience": patience,
     }
-    settings = Settings()
+    settings = load_settings()
     if not (tracking or from_run):
         cfg = load_config(config, overrides)
         services = open_services(settings)
@@ -90,10 +90,10 @@ def train(
             services.close()
         _summary(result)
         return
-    from heimdall.tracking import TrackingTarget, connect, fetch_run_spec, tracking_environment
+    from heimdall.tracking.connection import connect
+    from heimdall.tracking.replay import fetch_run_spec
 
     with ExitStack() as stack:
-        stack.enter_context(tracking_environment(TrackingTarget.from_settings(settings)))
         if not from_run:
             cfg = load_config(config, overrides)  # an invalid config fails before any server is contacted
         target, client = connect(settings)  # fail fast, before any data is read or training starts
@@ -117,11 +117,17 @@ def train(
             _summary(result)
             _compare_with(client, from_run, result)
             return
-        from heimdall.registry import CHAMPION, MODEL_NAME, register, update_champion
-        from heimdall.tracking import start_run
+        from heimdall.predict import session_inputs
+        from heimdall.tracking.registry import CHAMPION, MODEL_NAME, register, update_champion
+        from heimdall.tracking.run import start_run
 
+        # --resume continues the MLflow run recorded in OUTPUT_DIR/mlflow_run.json (see start_run)
         with start_run(
-            target, client, cfg, tags={"heimdall.from_run": from_run} if from_run else None
+            target,
+            client,
+            cfg,
+            tags={"heimdall.from_run": from_run} if from_run else None,
+            resume=resume and resume_checkpoint(cfg.output_dir) is not None,
         ) as run:
             result = run_training(
                 cfg,
@@ -132,7 +138,7 @@ def train(
                 callbacks=[run.callback()],
                 split_override=split_override,
             )
-            model_uri = run.log_result(result, services)
+            model_uri = run.log_result(result, services, session_inputs)
             version = register(client, model_uri, run.run_id, result.report)
             decision = update_champion(client, version, promote=promote)
             run.set_tags(

@@ -2,7 +2,9 @@
 
 Loading is done once per run: IQ comes from the feature cache when possible, otherwise from the
 object store (validated against its row) and is then cached. Sessions heard by fewer than
-`min_receivers` receivers are skipped and counted, never silently dropped.
+`min_receivers` receivers are skipped and counted, never silently dropped; so is a session whose
+IQ is missing, corrupt, non-finite or of the wrong length: one bad session never aborts a run (it
+is counted and named in a warning; only when no session is left is its own error raised).
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import numpy as np
 from heimdall.data.feature_cache import CachedFeatures, FeatureCache
 from heimdall.data.network import ReceiverNetwork
 from heimdall.data.splits import SPLIT_STRATEGIES, limit_train, split_sessions
+from heimdall.errors import DataError
 from heimdall.features import SCALAR_NAMES, FeatureConfig, extract_features_batch
 from heimdall.storage.database import Database
 from heimdall.storage.iq import load_iq
-from heimdall.storage.objectstore import ObjectStore
+from heimdall.storage.objectstore import ObjectNotFoundError, ObjectStore
 from heimdall.storage.queries import StoredSession, dataset_labels, list_sessions
 
 log = logging.getLogger("heimdall.data")
@@ -33,8 +36,14 @@ HEARD = SCALAR_NAMES.index("heard")
 MOVING_SCALAR_NAMES = ("receiver_offset_east_km", "receiver_offset_north_km")
 
 
-class DatasetError(ValueError):
+class DatasetError(DataError):
     """The selected data cannot be used for training (empty, inconsistent, non-finite)."""
+
+
+# Why a session's data cannot be used (keys of SessionArrays.skipped, next to the receiver count).
+BAD_IQ = "unreadable_iq"  # object missing, corrupt .npy, NaN/Inf, all zeros, receivers of different lengths
+BAD_SHAPE = "wrong_recording_length"  # features of another shape than the other sessions'
+NON_FINITE = "non_finite_features"
 
 
 @dataclass
@@ -178,6 +187,13 @@ def load_session_arrays(
     index = network.index()
     cache = FeatureCache(cache_root, feature_config)
     skipped: Counter[str] = Counter()
+    broken: list[Exception] = []  # why each session skipped for its data was: raised if none is left
+
+    def skip(s: StoredSession, reason: str, exc: Exception) -> None:
+        skipped[reason] += 1
+        broken.append(exc)
+        log.warning("skipped session %s (%s): %s", s.id, reason, exc)
+
     keep: list[tuple[StoredSession, CachedFeatures | None]] = []
     for i, s in enumerate(sessions):
         if progress is not None:
@@ -188,7 +204,12 @@ def load_session_arrays(
         unknown = sorted({m.station_id for m in s.measurements} - set(index))
         if unknown:
             raise DatasetError(f"session {s.id}: station id(s) {unknown} are not receivers of this model")
-        keep.append((s, _features_for(s, store, cache, feature_config)))
+        try:
+            feats = _features_for(s, store, cache, feature_config)
+        except (ObjectNotFoundError, ValueError) as exc:  # IQDataError, DatasetError, shorter than n_fft
+            skip(s, BAD_IQ, exc)
+            continue
+        keep.append((s, feats))
     has_spec = any(f is not None for _, f in keep)
     n_bands, n_frames = 0, 0
     if has_spec:
@@ -204,6 +225,7 @@ def load_session_arrays(
     row_power = np.full((n, r), np.nan)
     row_snr = np.full((n, r), np.nan)
     freq = np.full(n, np.nan)
+    bad = np.zeros(n, bool)  # sessions skipped below for their features
     for i, (s, feats) in enumerate(keep):
         for m in s.measurements:
             k = index[m.station_id]
@@ -213,7 +235,10 @@ def load_session_arrays(
             row = feats.row(m.station_id) if feats is not None else None
             if row is not None:
                 if row[0].shape != (n_bands, n_frames):
-                    raise DatasetError(f"session {s.id}: station {m.station_id} has features {row[0].shape}")
+                    msg = f"session {s.id}: station {m.station_id} has features {row[0].shape}"
+                    skip(s, BAD_SHAPE, DatasetError(f"{msg}, the other sessions {(n_bands, n_frames)}"))
+                    bad[i] = True
+                    break
                 spec[i, k], scal[i, k] = row
             elif m.signal_strength_db is not None:  # power-only row: what the row says
                 scal[i, k] = (m.signal_strength_db, np.nan, m.snr_db if m.snr_db is not None else np.nan, 1.0)
@@ -222,9 +247,14 @@ def load_session_arrays(
             mask[i, k] = True
             if m.moving_receiver:
                 moved.append((i, k, m.receiver_latitude, m.receiver_longitude))
-            bad = ~np.isfinite(spec[i, k]).all() or not np.isfinite(scal[i, k, 0])
-            if bad:
-                raise DatasetError(f"non-finite features for session {s.id}, station {m.station_id}")
+            if not np.isfinite(spec[i, k]).all() or not np.isfinite(scal[i, k, 0]):
+                msg = f"non-finite features for session {s.id}, station {m.station_id}"
+                skip(s, NON_FINITE, DatasetError(msg))
+                bad[i] = True
+                break
+        if bad[i]:
+            mask[i] = False
+            continue
         target_latlon[i] = (s.source.latitude, s.source.longitude)  # type: ignore[union-attr]
         sigma[i] = s.source.error_margin_meters or 0.0  # type: ignore[union-attr]
     receiver_enu = np.broadcast_to(network.positions_enu_m(), (n, r, 2)).copy()
@@ -234,11 +264,13 @@ def load_session_arrays(
         if not has_spec:
             scal = np.concatenate([scal, offsets_km], axis=2)
     heard = mask & (np.nan_to_num(scal[..., HEARD]) > 0.5)
-    usable = heard.sum(axis=1) >= min_receivers
-    if (~usable).any():
-        skipped[f"fewer_than_{min_receivers}_usable_receivers"] += int((~usable).sum())
-    sel = np.flatnonzero(usable)
+    few = (heard.sum(axis=1) < min_receivers) & ~bad
+    if few.any():
+        skipped[f"fewer_than_{min_receivers}_usable_receivers"] += int(few.sum())
+    sel = np.flatnonzero(~few & ~bad)
     if sel.size == 0:
+        if broken and not few.any():
+            raise broken[0]  # every session with a truth has bad data: the first one's error says why
         raise DatasetError(
             f"none of the {len(sessions)} approved sessions of {list(datasets)} has ≥ {min_receivers} usable "
             f"receivers (skipped: {dict(skipped)})"

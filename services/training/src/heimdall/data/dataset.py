@@ -12,6 +12,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from heimdall.data.arrays import SessionArrays, load_session_arrays
 from heimdall.data.normalization import NormStats
+from heimdall.errors import DataError
 from heimdall.features import FeatureConfig
 from heimdall.storage.database import Database
 from heimdall.storage.objectstore import ObjectStore
@@ -74,7 +75,7 @@ class HeimdallDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         train = arrays.indices("train")
         if train.size == 0:
-            raise ValueError("the training split is empty")
+            raise DataError("the training split is empty: simulate or import more approved sessions")
         self.stats = NormStats.fit(arrays.spectrogram[train], arrays.scalars[train], arrays.mask[train])
         self.datasets = {s: HeimdallDataset(arrays, s, self.stats) for s in ("train", "val", "test")}
 

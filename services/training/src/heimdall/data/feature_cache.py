@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from heimdall.errors import UserError
 from heimdall.features import FeatureConfig
 
 log = logging.getLogger("heimdall.data")
@@ -100,18 +101,23 @@ class FeatureCache:
         return cached
 
     def save(self, session_id: uuid.UUID, features: CachedFeatures) -> None:
+        """Write one entry atomically; an OS error (unwritable folder, disk full) is a UserError naming it."""
         path = self._path(session_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
         # open(…, "xb") gives the file the ordinary mode (0666 & ~umask), unlike mkstemp's 0600
         tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex}.npz")
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             with open(tmp, "xb") as f:
                 np.savez(
                     f, station_ids=features.station_ids, log_mel=features.log_mel, scalars=features.scalars
                 )
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise UserError(
+                    f"cannot write the feature cache {path} (under HEIMDALL_DATA_DIR): {exc.strerror or exc}"
+                ) from None
             raise
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from heimdall.errors import DataError
+
 _MIN_STD = 1e-3
 
 
@@ -26,7 +28,7 @@ class NormStats:
     def fit(cls, spectrogram: np.ndarray, scalars: np.ndarray, mask: np.ndarray) -> NormStats:
         """Per-band and per-scalar mean/std over present receivers of the given (training) sessions."""
         if not mask.any():
-            raise ValueError(
+            raise DataError(
                 "cannot fit normalisation statistics: no receiver is present in the training split"
             )
         present = spectrogram[mask]  # (M, C, F)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from heimdall.data.arrays import SessionArrays
+from heimdall.errors import DataError
 from heimdall.features import iq_complex_to_real
 from heimdall.services import Services
 from heimdall.storage.iq import load_iq
@@ -37,5 +38,8 @@ def onnx_inputs_for(
                 batch = np.zeros((len(indices), arrays.network.size, 2, iq.size), np.float32)
             batch[b, index[m.station_id]] = iq_complex_to_real(iq)
     if batch is None:
-        raise ValueError("no IQ recordings found for the requested sessions")
+        raise DataError(
+            "no IQ recordings found for the requested sessions: an IQ model needs sessions with IQ "
+            "(power-only sessions, e.g. POWDER, need a power-only model)"
+        )
     return torch.from_numpy(batch), mask

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from heimdall.data.arrays import SessionArrays
+from heimdall.errors import DataError
 from heimdall.features import SCALAR_NAMES
 
 WEIGHT_EXPONENTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
@@ -131,7 +132,10 @@ class LogDistanceNLS:
     def fit(self, obs: PowerObservations, truth_enu: np.ndarray) -> None:
         use = obs.heard & np.isfinite(obs.power_dbm)
         if (use.sum(axis=1) < 2).all():
-            raise ValueError("log-distance fit needs sessions heard by at least two receivers")
+            raise DataError(
+                "the log-distance baseline needs training sessions heard by at least two receivers; "
+                "none of these is"
+            )
         n_r = obs.power_dbm.shape[1]
         logd = self._logd(truth_enu[:, None, :], obs.receivers_enu)
         cnt = use.sum(axis=1, keepdims=True).clip(min=1)

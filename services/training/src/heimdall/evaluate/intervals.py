@@ -6,6 +6,8 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
+from heimdall.errors import DataError
+
 STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "rmse_m": lambda e: np.sqrt(np.mean(e**2, axis=-1)),
     "median_error_m": lambda e: np.median(e, axis=-1),
@@ -29,7 +31,7 @@ def paired_bootstrap(
         raise ValueError(f"reference method {reference!r} not among {names}")
     errs = np.stack([np.asarray(errors_by_method[n], float) for n in names])  # (M, N)
     if errs.shape[1] == 0:
-        raise ValueError("no sessions to bootstrap")
+        raise DataError("no sessions to bootstrap: the evaluated split is empty")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, errs.shape[1], size=(n_boot, errs.shape[1]))
     ref = names.index(reference)

@@ -21,6 +21,7 @@ from heimdall.data.arrays import SessionArrays, load_session_arrays
 from heimdall.data.network import ReceiverNetwork
 from heimdall.data.onnx_inputs import onnx_inputs_for
 from heimdall.data.splits import split_score
+from heimdall.errors import UserError
 from heimdall.evaluate.classical import (
     KNNFingerprint,
     LogDistanceNLS,
@@ -42,7 +43,7 @@ PREDICT_CHUNK = 128
 CALIBRATION_GRID = tuple(float(x) for x in np.round(np.geomspace(0.25, 16.0, 49), 4))
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError):
     """The model and the data cannot be evaluated together (empty split, mismatched receivers...)."""
 
 
@@ -69,22 +70,29 @@ def _model_files(model: str, services: Services, workdir: Path) -> tuple[Path, P
     return onnx_path, split, network
 
 
+def _read_json(path: Path, what: str) -> Any:
+    """A JSON file of the model's run folder; a missing or malformed one is an EvaluationError naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise EvaluationError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EvaluationError(f"{what} {path} is not valid JSON: {exc}") from None
+
+
+def _network(path: Path) -> ReceiverNetwork:
+    data = _read_json(path, "network.json")
+    try:
+        return ReceiverNetwork.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EvaluationError(f"network.json {path} is malformed ({type(exc).__name__}: {exc})") from None
+
+
 def _run_artifacts(services: Services, run_id: str, workdir: Path) -> tuple[Path, Path]:
     """split.json and network.json logged by the training run `run_id` (the model id)."""
-    import mlflow
+    from heimdall.tracking.models import download_run_artifacts
 
-    from heimdall.tracking import TrackingTarget, connect, tracking_environment
-
-    with tracking_environment(TrackingTarget.from_settings(services.settings)):
-        target, _ = connect(services.settings)
-        got = [
-            Path(
-                mlflow.artifacts.download_artifacts(
-                    run_id=run_id, artifact_path=name, dst_path=str(workdir / "run"), tracking_uri=target.uri
-                )
-            )
-            for name in ("split.json", "network.json")
-        ]
+    got = download_run_artifacts(services.settings, run_id, ("split.json", "network.json"), workdir / "run")
     return got[0], got[1]
 
 
@@ -147,16 +155,21 @@ def evaluate(
     first N by session-id hash) because it reruns every method, the oracle included, once per receiver.
     """
     say = progress or (lambda _msg: None)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create --output-dir {output_dir}: {exc.strerror or exc}") from None
     onnx_path, split_file, network_file = _model_files(model, services, output_dir)
     loc = OnnxLocalizer(onnx_path)
-    network = ReceiverNetwork.from_dict(json.loads(network_file.read_text()))
+    network = _network(network_file)
     if list(network.station_ids) != list(loc.station_ids):
         raise EvaluationError(
             f"network.json stations {network.station_ids} differ from the model's {loc.station_ids}"
         )
     datasets = json.loads(loc.metadata.get("datasets", "[]"))
-    recorded = json.loads(split_file.read_text())
+    recorded = _read_json(split_file, "split.json")
+    if not isinstance(recorded, dict) or not all(isinstance(v, list) for v in recorded.values()):
+        raise EvaluationError(f"split.json {split_file} is not {{split: [session ids]}}")
     if split not in recorded:
         raise EvaluationError(f"split {split!r} not recorded for this model (have {sorted(recorded)})")
     if not recorded[split]:

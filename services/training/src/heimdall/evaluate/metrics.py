@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from heimdall.errors import DataError
 from heimdall.geo import haversine_m
 
 CHI2_2DOF_95 = 5.991464547107979
@@ -25,7 +26,7 @@ def error_summary(errors_m: np.ndarray) -> dict[str, float]:
     """RMSE, median, mean and upper percentiles of per-session errors (metres)."""
     e = np.asarray(errors_m, float)
     if e.size == 0:
-        raise ValueError("no errors to summarise: the evaluated split is empty")
+        raise DataError("no errors to summarise: the evaluated split is empty")
     return {
         "rmse_m": float(np.sqrt(np.mean(e**2))),
         "median_error_m": float(np.median(e)),

@@ -18,13 +18,29 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from heimdall.errors import UserError
+from heimdall.geo import LocalFrame
 from heimdall.simulate.signals import CONTENTS
 
 _PROB_TOL = 1e-6
 _MAX_AUDIO_HZ = 3000.0  # highest audio frequency any content carries (voice band edge)
 
+# Bounds on every size a scenario implies, so a typo cannot ask for terabytes.
+#: A simulated recording is complex64: 8 bytes per sample.
+IQ_BYTES_PER_SAMPLE = 8
+#: One receiver's recording of one session, and all receivers' of one session together.
+MAX_IQ_BYTES_PER_RECEIVER = 64 * 2**20
+MAX_IQ_BYTES_PER_SESSION = 512 * 2**20
+#: The world: static shadowing grids plus the circulant-embedding torus used to draw them.
+MAX_WORLD_BYTES = 4 * 2**30
+#: Receiver ids are `websdr_stations.id`, a 32-bit integer column.
+MAX_STATION_ID = 2**31 - 1
+#: Must match heimdall.simulate.world (torus padding, in decorrelation lengths).
+_EMBED_DECORRELATION_LENGTHS = 8.0
+_TORUS_BYTES_PER_CELL = 64  # float64 covariance and eigenvalues, complex FFT work arrays
 
-class ScenarioError(ValueError):
+
+class ScenarioError(UserError):
     """A scenario could not be found, parsed or validated; the message names the file and field."""
 
 
@@ -35,7 +51,7 @@ class _Strict(BaseModel):
 class ReceiverSpec(_Strict):
     """One fixed receiver; `id` is the `websdr_stations.id` measurement rows reference."""
 
-    id: int = Field(ge=1)
+    id: int = Field(ge=1, le=MAX_STATION_ID)
     name: str = Field(min_length=1)
     latitude: float = Field(ge=-90.0, le=90.0)
     longitude: float = Field(ge=-180.0, le=180.0)
@@ -178,7 +194,39 @@ class Scenario(_Strict):
                 f"min_receivers_heard ({self.min_receivers_heard}) exceeds the number of receivers"
                 f" ({len(self.receivers)})"
             )
+        n_samples = self.default_duration_s * self.sample_rate_hz
+        per_rx = n_samples * IQ_BYTES_PER_SAMPLE
+        if per_rx > MAX_IQ_BYTES_PER_RECEIVER or per_rx * len(self.receivers) > MAX_IQ_BYTES_PER_SESSION:
+            raise ValueError(
+                f"default_duration_s ({self.default_duration_s:g}) at sample_rate_hz "
+                f"({self.sample_rate_hz:g}) is {n_samples:.4g} samples per receiver: "
+                f"{per_rx / 2**20:.4g} MiB of IQ per receiver, "
+                f"{per_rx * len(self.receivers) / 2**20:.4g} MiB per session; the caps are "
+                f"{MAX_IQ_BYTES_PER_RECEIVER // 2**20} MiB per receiver and "
+                f"{MAX_IQ_BYTES_PER_SESSION // 2**20} MiB per session"
+            )
+        world = self.world_bytes()
+        if not world <= MAX_WORLD_BYTES:
+            raise ValueError(
+                f"the world's shadowing grid (area_margin_m, propagation.grid_spacing_m, "
+                f"propagation.decorrelation_m, receivers, bands) needs about {world / 2**30:.4g} GiB; "
+                f"the cap is {MAX_WORLD_BYTES // 2**30} GiB: use a coarser grid_spacing_m or a smaller area"
+            )
         return self
+
+    def world_bytes(self) -> float:
+        """Approximate memory to build the world (heimdall.simulate.world): grids plus embedding torus."""
+        lat = [r.latitude for r in self.receivers]
+        lon = [r.longitude for r in self.receivers]
+        enu = LocalFrame.centred_on(lat, lon).to_enu(lat, lon)
+        dx = self.propagation.grid_spacing_m
+        width = float(enu[:, 0].max() - enu[:, 0].min()) + 2 * self.area_margin_m
+        height = float(enu[:, 1].max() - enu[:, 1].min()) + 2 * self.area_margin_m
+        nx, ny = (width + 2 * dx) / dx + 2, (height + 2 * dx) / dx + 2
+        pad = _EMBED_DECORRELATION_LENGTHS * self.propagation.decorrelation_m / dx
+        torus = (2 * ny + pad) * (2 * nx + pad)
+        grids = len(self.receivers) * len(self.bands) * ny * nx * 4
+        return grids + torus * _TORUS_BYTES_PER_CELL
 
     @property
     def dataset_label(self) -> str:
@@ -206,9 +254,19 @@ def _looks_like_path(name: str) -> bool:
 def _format_validation(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
-        field = ".".join(str(x) for x in e["loc"]) or "<root>"
-        parts.append(f"field '{field}': {e['msg']}")
+        field = ".".join(str(x) for x in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"field '{field}': {msg}" if field else msg)
     return "; ".join(parts)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what the YAML parser tripped on, and where."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        return f"{exc.problem or exc.context or 'syntax error'}{where}"
+    return " ".join(str(exc).split())
 
 
 def parse_scenario(text: str, source: str) -> Scenario:
@@ -216,7 +274,7 @@ def parse_scenario(text: str, source: str) -> Scenario:
     try:
         data: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"{source}: malformed YAML: {exc}") from exc
+        raise ScenarioError(f"{source}: malformed YAML: {_yaml_problem(exc)}") from exc
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: a scenario must be a YAML mapping, got {type(data).__name__}")
     try:

@@ -37,9 +37,16 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from numpy.typing import NDArray
 
+from heimdall.errors import UserError
 from heimdall.simulate.channel import complex_gaussian, rician_fading
 from heimdall.simulate.propagation import mean_received_power_dbm
-from heimdall.simulate.scenario import Scenario
+from heimdall.simulate.scenario import (
+    IQ_BYTES_PER_SAMPLE,
+    MAX_IQ_BYTES_PER_RECEIVER,
+    MAX_IQ_BYTES_PER_SESSION,
+    Scenario,
+    ScenarioError,
+)
 from heimdall.simulate.signals import fm_phase_cycles, modulating_signal, unit_phasor
 from heimdall.simulate.world import World, build_world
 
@@ -51,6 +58,10 @@ PRECHECK_MARGIN_DB = 3.0
 SNR_FLOOR_LINEAR = 1e-3
 MAX_ATTEMPTS = 100_000
 _BATCH = 64
+#: Most sessions one call simulates (shard bigger campaigns with `start`), and the largest session
+#: index (start + n_sessions), which keeps every session's start time a valid date.
+MAX_SESSIONS_PER_RUN = 1_000_000
+MAX_SESSION_INDEX = 1_000_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,9 +197,10 @@ def _first_plausible(world: World, seed: int, slots: list[int], attempt0: int) -
     pending, attempt = list(slots), attempt0
     while pending:
         if attempt - attempt0 > MAX_ATTEMPTS:
-            raise RuntimeError(
-                f"no candidate heard by >= {world.scenario.min_receivers_heard} receivers in {MAX_ATTEMPTS}"
-                " attempts: the scenario's transmitters are too weak or its area too large"
+            raise ScenarioError(
+                f"scenario {world.scenario.name!r}: no candidate heard by >= "
+                f"{world.scenario.min_receivers_heard} receivers in {MAX_ATTEMPTS} attempts: the scenario's "
+                "transmitters are too weak or its area too large"
             )
         for cand in _draw(world, seed, [(s, attempt) for s in pending]):
             if _is_plausible(world, cand):
@@ -296,6 +308,28 @@ def _generate(
             yield _session(world, seed, cand, rendered, duration_s)
 
 
+def check_iq_size(scenario: Scenario, n_samples: int, what: str) -> None:
+    """Refuse recordings above the documented caps (64 MiB of IQ per receiver, 512 MiB per session)."""
+    fs = scenario.sample_rate_hz
+    per_rx = n_samples * IQ_BYTES_PER_SAMPLE
+    per_session = per_rx * len(scenario.receivers)
+    if per_rx > MAX_IQ_BYTES_PER_RECEIVER or per_session > MAX_IQ_BYTES_PER_SESSION:
+        longest = (
+            min(MAX_IQ_BYTES_PER_RECEIVER, MAX_IQ_BYTES_PER_SESSION // len(scenario.receivers))
+            // IQ_BYTES_PER_SAMPLE
+        )
+        raise UserError(
+            f"{what} at {fs:g} Hz is {n_samples:,} samples per receiver: {_mib(per_rx)} of IQ per receiver, "
+            f"{_mib(per_session)} per session of {len(scenario.receivers)} receivers; the caps are "
+            f"{_mib(MAX_IQ_BYTES_PER_RECEIVER)} per receiver and {_mib(MAX_IQ_BYTES_PER_SESSION)} per "
+            f"session (at most {longest / fs:.6g} s here)"
+        )
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.0f} MiB" if n < 2**40 else f"{n / 2**40:,.0f} TiB"
+
+
 def simulate_sessions(
     scenario: Scenario,
     n_sessions: int,
@@ -308,24 +342,37 @@ def simulate_sessions(
     ``duration_s`` defaults to the scenario's; the recording has ``round(duration_s·fs)`` samples and
     the session reports that exact length as its duration.
 
-    Arguments are validated eagerly: ValueError for a negative count, seed or start, a non-positive
-    duration, or one shorter than 256 samples.
+    Arguments are validated eagerly: UserError (a ValueError) for a negative count, seed or start, a
+    non-positive duration, one shorter than 256 samples, or sizes above the caps: more than
+    `MAX_SESSIONS_PER_RUN` sessions, a session index beyond `MAX_SESSION_INDEX`, recordings above
+    64 MiB of complex64 IQ per receiver or 512 MiB per session (see :func:`check_iq_size`).
     """
     if int(n_sessions) != n_sessions or n_sessions < 0:
-        raise ValueError(f"n_sessions must be a non-negative integer, got {n_sessions!r}")
+        raise UserError(f"n_sessions must be a non-negative integer, got {n_sessions!r}")
     if int(seed) != seed or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
     if int(start) != start or start < 0:
-        raise ValueError(f"start must be a non-negative integer, got {start!r}")
+        raise UserError(f"start must be a non-negative integer, got {start!r}")
+    if n_sessions > MAX_SESSIONS_PER_RUN:
+        raise UserError(
+            f"n_sessions={n_sessions} is more than {MAX_SESSIONS_PER_RUN:,} sessions in one run; "
+            "simulate a bigger campaign in shards with start"
+        )
+    if start + n_sessions > MAX_SESSION_INDEX:
+        raise UserError(
+            f"start + n_sessions = {start + n_sessions} exceeds the largest session index "
+            f"{MAX_SESSION_INDEX:,}"
+        )
     duration = scenario.default_duration_s if duration_s is None else float(duration_s)
     if not (duration > 0.0 and math.isfinite(duration)):
-        raise ValueError(f"duration_s must be a finite number > 0, got {duration_s!r}")
+        raise UserError(f"duration_s must be a finite number > 0, got {duration_s!r}")
     n_samples = round(duration * scenario.sample_rate_hz)
     if n_samples < MIN_SAMPLES:
-        raise ValueError(
+        raise UserError(
             f"duration_s={duration} gives {n_samples} samples at {scenario.sample_rate_hz:g} Hz;"
             f" at least {MIN_SAMPLES} are needed"
         )
+    check_iq_size(scenario, n_samples, f"duration_s={duration:g}")
     world = build_world(scenario)
     slots = range(int(start), int(start) + int(n_sessions))
     return _generate(world, int(seed), slots, n_samples, n_samples / scenario.sample_rate_hz)

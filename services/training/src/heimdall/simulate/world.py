@@ -29,7 +29,7 @@ import scipy.fft
 from numpy.typing import ArrayLike, NDArray
 
 from heimdall.geo import LocalFrame
-from heimdall.simulate.scenario import Scenario
+from heimdall.simulate.scenario import Scenario, ScenarioError
 
 THERMAL_NOISE_DBM_PER_HZ = -174.0
 MAX_CLIPPED_FRACTION = 1e-6
@@ -178,7 +178,11 @@ def _build(scenario: Scenario) -> World:
     torus = (scipy.fft.next_fast_len(2 * ny + pad), scipy.fft.next_fast_len(2 * nx + pad))
     eig, clipped = _torus_eigenvalues(torus, dx, prop.static_shadowing_sigma_db, prop.decorrelation_m)
     if clipped > MAX_CLIPPED_FRACTION:
-        raise RuntimeError(f"circulant embedding not positive enough: clipped fraction {clipped:.2e}")
+        raise ScenarioError(
+            f"scenario {scenario.name!r}: the static shadowing field cannot be drawn on this grid (circulant "
+            f"embedding clipped fraction {clipped:.2e} > {MAX_CLIPPED_FRACTION:g}); change "
+            "propagation.grid_spacing_m or propagation.decorrelation_m"
+        )
     sqrt_eig = np.sqrt(eig / (torus[0] * torus[1])).astype(np.float32)
     del eig
 

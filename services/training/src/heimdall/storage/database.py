@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -15,6 +16,7 @@ from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from heimdall.errors import ServiceUnavailableError, UserError
 from heimdall.settings import redact_text, redact_url
 from heimdall.stations import NW_ITALY_STATIONS, Station
 from heimdall.storage.schema import WebSDRStation
@@ -22,8 +24,12 @@ from heimdall.storage.schema import WebSDRStation
 log = logging.getLogger("heimdall.storage")
 
 
-class DatabaseError(RuntimeError):
+class DatabaseError(ServiceUnavailableError):
     """The database cannot be reached or used; the message names the URL without its password."""
+
+
+class DatabaseURLError(UserError, DatabaseError):
+    """The database URL (HEIMDALL_DATABASE_URL or the data folder) is not one Heimdall can use."""
 
 
 def _normalise(url: str) -> str:
@@ -33,12 +39,24 @@ def _normalise(url: str) -> str:
 
 
 def make_engine(url: str, connect_timeout_s: float = 5.0) -> Engine:
-    """An engine that fails within `connect_timeout_s` instead of hanging on an unreachable server."""
+    """An engine that fails fast instead of hanging on an unreachable or silent server.
+
+    PostgreSQL: one connection attempt per host of the URL, bounded by libpq's ``connect_timeout``,
+    which takes whole seconds with a 2 s minimum: ``max(2, ⌈connect_timeout_s⌉)``. psycopg applies it
+    to the whole handshake, so a listener that accepts and never answers fails within that too.
+    SQLite: ``connect_timeout_s`` is how long to wait for a lock.
+    """
     url = _normalise(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(path).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseURLError(
+                    f"cannot create the folder {folder} of database {redact_url(url)}: {exc.strerror or exc}"
+                ) from None
         engine = create_engine(url, connect_args={"timeout": connect_timeout_s})
 
         @event.listens_for(engine, "connect")
@@ -53,10 +71,10 @@ def make_engine(url: str, connect_timeout_s: float = 5.0) -> Engine:
     if url.startswith("postgresql"):
         return create_engine(
             url,
-            connect_args={"connect_timeout": max(1, round(connect_timeout_s))},
+            connect_args={"connect_timeout": max(2, math.ceil(connect_timeout_s))},
             pool_pre_ping=True,
         )
-    raise DatabaseError(f"unsupported database URL {redact_url(url)!r}: use sqlite:/// or postgresql://")
+    raise DatabaseURLError(f"unsupported database URL {redact_url(url)!r}: use sqlite:/// or postgresql://")
 
 
 def _alembic_config() -> Config:

@@ -11,12 +11,13 @@ import io
 
 import numpy as np
 
+from heimdall.errors import DataError
 from heimdall.storage.objectstore import ObjectNotFoundError, ObjectStore, validate_key
 
 IQ_FORMAT = "npy-complex64"
 
 
-class IQDataError(ValueError):
+class IQDataError(DataError):
     """An IQ object is unusable; the message names the session, station and key."""
 
 

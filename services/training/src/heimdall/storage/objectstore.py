@@ -10,21 +10,23 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
+from heimdall.errors import DataError, ServiceUnavailableError
 from heimdall.settings import redact_text, redact_url
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-=/]*$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+DEFAULT_REGION = "us-east-1"
 
 
-class ObjectStoreError(RuntimeError):
+class ObjectStoreError(ServiceUnavailableError):
     """The object store failed or was asked for something invalid; the message names bucket and key."""
 
 
-class ObjectNotFoundError(ObjectStoreError):
+class ObjectNotFoundError(DataError, ObjectStoreError):
     """The object a database row points to does not exist."""
 
 
@@ -113,8 +115,40 @@ class FileObjectStore:
         )
 
 
+def s3_client_config(connect_timeout_s: float, attempts: int = 2, **kwargs: Any) -> Any:
+    """The botocore Config of every Heimdall S3 client: the fail-fast bound, checksums only when required.
+
+    Each attempt waits at most ``connect_timeout_s`` to connect and at most ``connect_timeout_s`` for
+    each read, and there are at most ``attempts`` (default 2: one retry). botocore's ``retries``
+    ``max_attempts`` counts *retries* in a client Config (``total_max_attempts = max_attempts + 1``,
+    see botocore/args.py), so the total is set explicitly. Standard-mode backoff between attempts
+    is at most 50 ms for non-throttling errors, so a silent or unreachable endpoint fails an
+    operation within ``attempts × connect_timeout_s`` + 0.1 s.
+
+    Request checksums are computed, and response checksums validated, only where the S3 API requires
+    them (botocore ≥ 1.36 defaults to always, which MinIO and other S3-compatible stores may reject);
+    set here per client rather than through ``AWS_*_CHECKSUM_*`` variables of the whole process.
+    """
+    from botocore.config import Config
+
+    return Config(
+        connect_timeout=connect_timeout_s,
+        read_timeout=connect_timeout_s,
+        retries={"total_max_attempts": max(1, attempts), "mode": "standard"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        **kwargs,
+    )
+
+
 class S3ObjectStore:
-    """S3 or MinIO through boto3, with explicit timeouts and bounded retries so outages fail fast."""
+    """S3 or MinIO through boto3, with explicit timeouts and bounded retries so outages fail fast.
+
+    Fail-fast bound (see :func:`s3_client_config`): against a silent or unreachable endpoint every
+    operation raises ObjectStoreError within ``max_attempts × connect_timeout_s`` (+ 0.1 s backoff);
+    ``max_attempts`` counts the first try (default 2: at most one retry). The region comes from the
+    caller (Settings.aws_region, ``AWS_DEFAULT_REGION``), never from the process environment.
+    """
 
     def __init__(
         self,
@@ -124,23 +158,15 @@ class S3ObjectStore:
         region_name: str | None = None,
     ) -> None:
         import boto3
-        from botocore.config import Config
 
-        os.environ.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "WHEN_REQUIRED")
-        os.environ.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "WHEN_REQUIRED")
         self.endpoint_url = endpoint_url
         self.url = f"s3:// ({redact_url(endpoint_url)})" if endpoint_url else "s3://"
-        config = Config(
-            connect_timeout=connect_timeout_s,
-            read_timeout=2.0 * connect_timeout_s,
-            retries={"max_attempts": max_attempts, "mode": "standard"},
-            s3={"addressing_style": "path"},
-        )
+        config = s3_client_config(connect_timeout_s, max_attempts, s3={"addressing_style": "path"})
         self._client = boto3.client(
             "s3",
             endpoint_url=endpoint_url,
             config=config,
-            region_name=region_name or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+            region_name=region_name or DEFAULT_REGION,
         )
         self._known_buckets: set[str] = set()
 
@@ -193,10 +219,19 @@ class S3ObjectStore:
             raise self._fail("read", bucket, key, exc) from None
 
     def exists(self, bucket: str, key: str) -> bool:
+        """HEAD the object (nothing is downloaded): a 404 is False, any other failure raises."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        validate_key(key)
+        validate_bucket(bucket)
         try:
-            self.get_bytes(bucket, key)
-        except ObjectNotFoundError:
-            return False
+            self._client.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound", "NoSuchBucket"):
+                return False
+            raise self._fail("check", bucket, key, exc) from None
+        except BotoCoreError as exc:
+            raise self._fail("check", bucket, key, exc) from None
         return True
 
     def delete(self, bucket: str, key: str) -> None:
@@ -228,12 +263,18 @@ class S3ObjectStore:
 
 
 def open_object_store(
-    url: str, endpoint_url: str | None = None, connect_timeout_s: float = 5.0
+    url: str,
+    endpoint_url: str | None = None,
+    connect_timeout_s: float = 5.0,
+    region_name: str | None = None,
 ) -> ObjectStore:
-    """`file:///dir` → a folder store; `s3://` → S3/MinIO at `endpoint_url` (AWS_ENDPOINT_URL)."""
+    """`file:///dir` → a folder store; `s3://` → S3/MinIO at `endpoint_url` (AWS_ENDPOINT_URL) in
+    `region_name` (AWS_DEFAULT_REGION, default us-east-1)."""
     parts = urlsplit(url)
     if parts.scheme == "file":
         return FileObjectStore(Path(url2pathname(parts.path)))
     if parts.scheme == "s3":
-        return S3ObjectStore(endpoint_url=endpoint_url, connect_timeout_s=connect_timeout_s)
+        return S3ObjectStore(
+            endpoint_url=endpoint_url, connect_timeout_s=connect_timeout_s, region_name=region_name
+        )
     raise ObjectStoreError(f"unsupported object store {redact_url(url)!r}: use file:///dir or s3://")

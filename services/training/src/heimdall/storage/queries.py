@@ -10,12 +10,13 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from heimdall.errors import UserError
 from heimdall.storage.database import Database
 from heimdall.storage.recordings import SourceRecord, as_utc
 from heimdall.storage.schema import KnownSource, Measurement, RecordingSession, WebSDRStation
 
 
-class SessionNotFoundError(LookupError):
+class SessionNotFoundError(UserError, LookupError):
     """No recording session has the requested id."""
 
 

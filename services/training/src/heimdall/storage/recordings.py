@@ -15,7 +15,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from heimdall.errors import DataError, HeimdallError, ServiceUnavailableError
+from heimdall.settings import redact_text
 from heimdall.storage.database import Database
 from heimdall.storage.iq import IQ_FORMAT, encode_iq, iq_key
 from heimdall.storage.objectstore import ObjectStore
@@ -73,8 +76,12 @@ class SessionRecord:
     extra_objects: dict[str, bytes] = field(default_factory=dict)
 
 
-class RecordingWriteError(RuntimeError):
+class RecordingWriteError(DataError, RuntimeError):
     """A session could not be written; nothing of it was left behind."""
+
+
+class RecordingUnavailableError(ServiceUnavailableError, RecordingWriteError):
+    """Writing failed because the database or the object store did; nothing was left behind."""
 
 
 def as_utc(ts: datetime) -> datetime:
@@ -296,11 +303,23 @@ def _claim_and_write(
             _delete_quietly(store, bucket, written)
             if trans.is_active:
                 trans.rollback()
-            raise RecordingWriteError(
+            if not isinstance(exc, HeimdallError | SQLAlchemyError):
+                raise  # a bug: nothing was kept, and its traceback shows where
+            what = (
                 f"writing {len(todo)} session(s) starting at {todo[0].id} failed, nothing kept: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            ) from exc
+                f"{type(exc).__name__}: {_first_line(exc)}"
+            )
+            if isinstance(exc, ServiceUnavailableError) or (
+                isinstance(exc, SQLAlchemyError) and not isinstance(exc, IntegrityError)
+            ):
+                raise RecordingUnavailableError(redact_text(what)) from exc  # the servers, not the data
+            raise RecordingWriteError(redact_text(what)) from exc
     return claimed
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
 
 
 def _check_task_ids(conn: Connection, unclaimed: Sequence[SessionRecord], todo_ids: list[uuid.UUID]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import pickle
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -16,17 +18,21 @@ import pytorch_lightning as pl
 import torch
 import yaml
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
+from heimdall.atomic import atomic_write_text, check_output_dir
 from heimdall.data.arrays import DatasetError, SessionArrays, load_session_arrays
 from heimdall.data.dataset import HeimdallDataModule
 from heimdall.data.splits import ids_digest
+from heimdall.errors import UserError
 from heimdall.evaluate.classical import WeightedCentroid, observations_from_arrays
 from heimdall.evaluate.metrics import error_summary, errors_m, uncertainty_summary
 from heimdall.evaluate.plots import plot_error_cdf, plot_loss_curves, plot_prediction_map
 from heimdall.export import InferenceGraph, export_onnx, measure_latency, onnx_parity, upload_model
 from heimdall.model import LocalizationNet
 from heimdall.services import Services
-from heimdall.training.config import TrainConfig
+from heimdall.training.config import ATTENTION_HEADS, ConfigError, TrainConfig
 from heimdall.training.module import LocalizationModule, predict_arrays
 
 log = logging.getLogger("heimdall.training")
@@ -50,6 +56,7 @@ def build_net(config: TrainConfig, arrays: SessionArrays) -> LocalizationNet:
         use_spectrogram=m.use_spectrogram and arrays.has_spectrogram,
         embed_dim=m.embed_dim,
         pooling=m.pooling,
+        n_heads=ATTENTION_HEADS,
         covariance=m.covariance,
         position_scale_m=m.position_scale_m,
         dropout=m.dropout,
@@ -62,7 +69,7 @@ def _check_splits(arrays: SessionArrays) -> dict[str, int]:
     counts = arrays.counts()
     empty = [s for s, n in counts.items() if n == 0]
     if empty:
-        raise ValueError(
+        raise DatasetError(
             f"too few usable sessions ({len(arrays.session_ids)}) for train/val/test: {', '.join(empty)} "
             f"split(s) empty; simulate or import at least 3 sessions"
         )
@@ -93,6 +100,47 @@ def apply_split_override(arrays: SessionArrays, split_override: Mapping[str, Seq
     return arrays.subset(sel, np.array([wanted[have[i]] for i in sel], dtype=object))
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file and renamed into place: a run killed mid-save
+    (``kill -9``) leaves the previous ``last.ckpt`` intact instead of a truncated one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+class RunHistory(pl.Callback):
+    """Keeps the per-epoch history in every checkpoint, so a resumed run reports all its epochs.
+
+    ``resumed_from_epoch`` is the 0-based index of the first epoch trained after resuming, i.e. the
+    number of epochs the checkpoint had completed; None when training started fresh.
+    """
+
+    KEY = "heimdall_history"
+
+    def __init__(self) -> None:
+        self.resumed_from_epoch: int | None = None
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        checkpoint[self.KEY] = [dict(row) for row in getattr(pl_module, "history", [])]
+
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        history = [dict(row) for row in checkpoint.get(self.KEY, [])]
+        pl_module.history = history  # type: ignore[assignment]
+        # checkpoints are written at the end of epoch `checkpoint["epoch"]` (0-based)
+        self.resumed_from_epoch = int(checkpoint.get("epoch", len(history) - 1)) + 1
+
+
 def _trainer(
     config: TrainConfig, ckpt_dir: Path, progress: bool, extra: Sequence[pl.Callback] = ()
 ) -> tuple[pl.Trainer, ModelCheckpoint]:
@@ -100,6 +148,7 @@ def _trainer(
     callbacks: list[pl.Callback] = [
         best,
         EarlyStopping(monitor="val_loss", mode="min", patience=config.patience),
+        RunHistory(),
         *extra,
     ]
     if progress:
@@ -119,8 +168,55 @@ def _trainer(
         enable_model_summary=False,
         default_root_dir=str(ckpt_dir.parent),
         num_sanity_val_steps=0,
+        plugins=[AtomicCheckpointIO()],
     )
     return trainer, best
+
+
+def resume_checkpoint(output_dir: Path) -> Path | None:
+    """The checkpoint ``--resume`` continues from (``output_dir/checkpoints/last.ckpt``), if any."""
+    last = Path(output_dir) / "checkpoints" / "last.ckpt"
+    return last if last.is_file() else None
+
+
+def check_checkpoint(path: Path) -> dict[str, Any]:
+    """The ``state_dict`` of a checkpoint to resume from, loaded weights-only; UserError if unusable.
+
+    A checkpoint holding pickled Python objects is refused without unpickling it (that could run
+    arbitrary code); a truncated or foreign file fails here with its name, not deep inside Lightning.
+    """
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(
+            f"checkpoint {path} holds pickled Python objects, not only weights: refused "
+            "(loading it could run arbitrary code); resume only from checkpoints heimdall train wrote"
+        ) from None
+    except Exception as exc:  # truncated zip, empty file, …: torch raises many unrelated types
+        first = (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__
+        raise UserError(
+            f"checkpoint {path} is truncated or not a PyTorch checkpoint ({type(exc).__name__}: {first})"
+        ) from None
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {path} is not a Lightning training checkpoint (no state_dict)")
+    return state
+
+
+def _check_resumable(state: Mapping[str, Any], module: torch.nn.Module, path: Path) -> None:
+    """The checkpoint's weights must fit the network built for this run (same receivers and shapes)."""
+    own = module.state_dict()
+    bad = sorted(
+        k
+        for k in set(own) | set(state)
+        if k not in own or k not in state or getattr(state[k], "shape", None) != own[k].shape
+    )
+    if bad:
+        shown = ", ".join(bad[:3]) + (" …" if len(bad) > 3 else "")
+        raise UserError(
+            f"checkpoint {path} does not fit this run's network ({len(bad)} mismatched weights: {shown}); "
+            "resume with the configuration and data it was trained with"
+        )
 
 
 def _load_weights(net: torch.nn.Module, ckpt: Path) -> None:
@@ -129,9 +225,7 @@ def _load_weights(net: torch.nn.Module, ckpt: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def run_training(
@@ -147,9 +241,15 @@ def run_training(
 
     ``callbacks`` join the Lightning trainer (e.g. per-epoch MLflow metrics); ``split_override``
     (``{"train"|"val"|"test": [session ids]}``) replaces the hash-based split with a recorded one.
+
+    ``resume`` continues from ``output_dir/checkpoints/last.ckpt`` when it exists: the report then has
+    ``resumed: true``, ``resumed_from_epoch`` (first epoch trained after resuming) and the complete
+    ``history`` (epochs before the interruption come from the checkpoint); ``epochs_run`` counts them all.
     """
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(Path(config.output_dir), "output_dir")
+    # validate what --resume continues from before any data is read
+    resume_ckpt = resume_checkpoint(out) if resume else None
+    resume_state = check_checkpoint(resume_ckpt) if resume_ckpt is not None else None
     pl.seed_everything(config.seed, workers=True)
     torch.use_deterministic_algorithms(True, warn_only=True)
     feature_config = config.features.to_feature_config()
@@ -180,11 +280,29 @@ def run_training(
     net = build_net(config, arrays)
     module = LocalizationModule(net, config.learning_rate, config.weight_decay, config.epochs)
     ckpt_dir = out / "checkpoints"
-    trainer, best_cb = _trainer(config, ckpt_dir, progress, callbacks)
+    try:
+        trainer, best_cb = _trainer(config, ckpt_dir, progress, callbacks)
+    except (MisconfigurationException, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"accelerator={config.accelerator!r}, devices={config.devices!r}, num_nodes={config.num_nodes}, "
+            f"strategy={config.strategy!r}: {exc}"
+        ) from None
+    history_cb = next(cb for cb in trainer.callbacks if isinstance(cb, RunHistory))
     last = ckpt_dir / "last.ckpt"
+    resumed = resume and resume_checkpoint(out) is not None
+    if resume and not resumed:
+        log.warning("--resume: no checkpoint at %s, training from scratch", last)
+    if resumed and resume_state is not None:
+        _check_resumable(resume_state, module, last)
+    try:
+        out.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves no empty folder
+    except OSError as exc:
+        raise UserError(f"cannot create output_dir {out}: {exc.strerror or exc}") from None
     t_fit = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume and last.exists() else None)
+    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resumed else None)
     fit_s = time.perf_counter() - t_fit
+    resumed_from = history_cb.resumed_from_epoch if resumed else None
+    epochs_now = len(module.history) - (resumed_from or 0)
     best_path = Path(best_cb.best_model_path) if best_cb.best_model_path else last
     _load_weights(net, best_path)
     model_id = model_id or uuid.uuid4().hex
@@ -197,18 +315,20 @@ def run_training(
             "skipped_sessions": arrays.skipped,
             "effective_batch_size": batch_size,
             "epochs_run": len(module.history),
+            "resumed": resumed,
+            "resumed_from_epoch": resumed_from,
             "best_checkpoint": best_path.name,
             "timing": {
                 "load_seconds": round(load_s, 3),
                 "fit_seconds": round(fit_s, 3),
-                "seconds_per_epoch": round(fit_s / max(1, len(module.history)), 4),
+                "seconds_per_epoch": round(fit_s / max(1, epochs_now), 4),
             },
             "history": module.history,
         }
     )
     plot_loss_curves(module.history, out / "loss_curves.png")
     _write_json(out / "report.json", report)
-    (out / "report.md").write_text(render_report_md(report))
+    atomic_write_text(out / "report.md", render_report_md(report))
     return TrainResult(model_id, out, report, module.history)
 
 
@@ -248,7 +368,7 @@ def _evaluate_and_export(
     _write_json(out / "split.json", split_ids)
     _write_json(out / "normalization.json", dm.stats.to_dict())
     _write_json(out / "network.json", arrays.network.to_dict())
-    (out / "config.yaml").write_text(yaml.safe_dump(config.resolved(), sort_keys=True))
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(config.resolved(), sort_keys=True))
     return {
         "model_id": model_id,
         "datasets": list(arrays.datasets),

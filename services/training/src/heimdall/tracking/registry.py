@@ -3,7 +3,8 @@
 The alias moves to a new version only when that version beats the current champion on the **same**
 test split (same hash of test-session ids: the RMSE of two different test sets says nothing about
 which model is better), or when the user asks for it (``--promote`` / ``heimdall models promote``).
-Aliases, not the deprecated stages. mlflow is imported by the caller's client, never at import time.
+Aliases, not the deprecated stages. Every call goes through the caller's ``MlflowClient`` (its registry
+URI), so mlflow is never imported here and no process-wide MLflow state is used.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
+
+from heimdall.errors import UserError
 
 log = logging.getLogger("heimdall.registry")
 
@@ -25,9 +29,13 @@ TAG_TEST_IDS = "heimdall.test_ids_sha256_16"
 TAG_TEST_RMSE = "heimdall.test_rmse_m"
 TAG_TEST_MEDIAN = "heimdall.test_median_error_m"
 TAG_N_TEST = "heimdall.n_test"
+TAG_LOGGED_MODEL = "heimdall.logged_model_uri"
+
+# Registries MLflow runs in-process on a database (as opposed to a tracking server over HTTP).
+_SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
-class RegistryError(ValueError):
+class RegistryError(UserError):
     """A registry request cannot be honoured (unknown version, no registered model…)."""
 
 
@@ -119,6 +127,22 @@ def version_info(client: Any, mv: Any) -> VersionInfo:
     return info
 
 
+def _version_source(client: Any, model_uri: str) -> str:
+    """The ``source`` to register for ``model_uri`` through ``client``.
+
+    MLflow's in-process SQL registry resolves a ``models:/m-…`` source through its process-wide
+    default client (an MLflow TODO: "rather than relying on global URI"), i.e. not through ``client``,
+    so there the logged model's artifact location (what MLflow would resolve it to) is registered
+    instead; a tracking server resolves ``models:/m-…`` itself and gets it unchanged.
+    """
+    if not model_uri.startswith("models:/m-"):
+        return model_uri
+    scheme = urlsplit(str(client.tracking_uri)).scheme.lower()
+    if not scheme.startswith(_SQL_SCHEMES):
+        return model_uri
+    return str(client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location)
+
+
 def register(client: Any, model_uri: str, run_id: str, report: dict[str, Any]) -> VersionInfo:
     """Register ``model_uri`` (the run's logged ONNX model) as a new version with its test figures."""
     test = report.get("test", {})
@@ -129,6 +153,7 @@ def register(client: Any, model_uri: str, run_id: str, report: dict[str, Any]) -
         TAG_N_TEST: str(snap.get("n", "")),
         TAG_TEST_RMSE: repr(float(test.get("rmse_m", math.nan))),
         TAG_TEST_MEDIAN: repr(float(test.get("median_error_m", math.nan))),
+        TAG_LOGGED_MODEL: model_uri,
     }
     try:
         client.get_registered_model(MODEL_NAME)
@@ -140,7 +165,11 @@ def register(client: Any, model_uri: str, run_id: str, report: dict[str, Any]) -
         )
     logged_model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
     mv = client.create_model_version(
-        MODEL_NAME, source=model_uri, run_id=run_id, tags=tags, model_id=logged_model_id
+        MODEL_NAME,
+        source=_version_source(client, model_uri),
+        run_id=run_id,
+        tags=tags,
+        model_id=logged_model_id,
     )
     return version_info(client, client.get_model_version(MODEL_NAME, mv.version))
 

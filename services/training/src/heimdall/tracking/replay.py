@@ -1,0 +1,54 @@
+"""Reading a training run back (``heimdall train --from-run RUN_ID``): its config and its exact split."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from heimdall.settings import redact_text
+from heimdall.tracking.connection import TrackingError, TrackingTarget
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """What reproduces a run: its resolved config file and its session ids per split."""
+
+    run_id: str
+    config_path: Path
+    split: dict[str, list[str]]
+
+
+def fetch_run_spec(target: TrackingTarget, client: Any, run_id: str, dst: Path) -> RunSpec:
+    """Download ``config.yaml`` and ``split.json`` of ``run_id`` into ``dst``."""
+    import mlflow
+
+    try:
+        client.get_run(run_id)
+    except Exception as exc:
+        raise TrackingError(
+            f"no MLflow run {run_id!r} at {target.display}: {redact_text(str(exc)).splitlines()[0]}"
+        ) from None
+    dst.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for name in ("config.yaml", "split.json"):
+        try:
+            paths[name] = Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=run_id,
+                    artifact_path=name,
+                    dst_path=str(dst),
+                    tracking_uri=target.uri,
+                    registry_uri=target.uri,
+                )
+            )
+        except Exception as exc:
+            raise TrackingError(
+                f"MLflow run {run_id} at {target.display} has no {name} artifact "
+                f"(was it logged by `heimdall train`?): {redact_text(str(exc)).splitlines()[0]}"
+            ) from None
+    split = json.loads(paths["split.json"].read_text())
+    if not isinstance(split, dict) or not all(isinstance(v, list) for v in split.values()):
+        raise TrackingError(f"split.json of run {run_id} is not {{split: [session ids]}}")
+    return RunSpec(run_id, paths["config.yaml"], {str(k): [str(x) for x in v] for k, v in split.items()})
