@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine
 
-from heimdall.export import OnnxLocalizer, ellipse
+from heimdall.inference.localizer import OnnxLocalizer, ellipse
 
 
 def main() -> None:

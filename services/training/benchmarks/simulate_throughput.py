@@ -19,13 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine
 
+from heimdall.ingest.simulated import session_record
 from heimdall.services import open_services
 from heimdall.settings import Settings
 from heimdall.simulate.scenario import load_scenario
 from heimdall.simulate.session import simulate_sessions
 from heimdall.simulate.world import build_world
 from heimdall.storage.recordings import write_sessions
-from heimdall.storage.simulated import session_record
 
 
 def run_once(n: int, seed: int, write: bool) -> float:

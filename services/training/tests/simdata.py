@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from heimdall.ingest.simulated import session_record
 from heimdall.services import Services, open_services
 from heimdall.settings import Settings
 from heimdall.simulate.scenario import load_scenario
 from heimdall.simulate.session import simulate_sessions
 from heimdall.storage.recordings import write_sessions
-from heimdall.storage.simulated import session_record
 
 
 def simulate_into(services: Services, n: int, seed: int, duration: float = 0.1) -> list:

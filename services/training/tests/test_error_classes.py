@@ -18,21 +18,24 @@ from heimdall.errors import DataError, HeimdallError, ServiceUnavailableError, U
 SKIPPED_PREFIXES = ("heimdall.storage.migrations",)
 #: classes the hierarchy must hold at least (so a broken walk cannot pass with nothing found)
 EXPECTED = {
-    "heimdall.data.arrays.DatasetError": DataError,
+    "heimdall.data.splits.DatasetError": DataError,  # re-exported by heimdall.data.arrays
     "heimdall.evaluate.job.EvaluationError": UserError,
-    "heimdall.export.NotAHeimdallModelError": UserError,
-    "heimdall.powder.PowderImportError": DataError,
-    "heimdall.predict.ModelLoadError": UserError,
+    "heimdall.inference.contract.NotAHeimdallModelError": UserError,
+    "heimdall.ingest.powder_read.PowderImportError": DataError,
+    "heimdall.jobs.predict.ModelLoadError": UserError,
     "heimdall.tracking.registry.RegistryError": UserError,
-    "heimdall.sigmf_io.InterchangeError": DataError,
+    "heimdall.ingest.sigmf_format.InterchangeError": DataError,
     "heimdall.simulate.scenario.ScenarioError": UserError,
     "heimdall.storage.database.DatabaseError": ServiceUnavailableError,
     "heimdall.storage.iq.IQDataError": DataError,
     "heimdall.storage.objectstore.ObjectStoreError": ServiceUnavailableError,
     "heimdall.storage.objectstore.ObjectNotFoundError": DataError,
+    "heimdall.storage.objectstore.ObjectStoreURLError": UserError,
     "heimdall.storage.queries.SessionNotFoundError": UserError,
     "heimdall.storage.recordings.RecordingWriteError": DataError,
+    "heimdall.storage.stations.StationConflictError": DataError,
     "heimdall.tracking.connection.TrackingError": ServiceUnavailableError,
+    "heimdall.tracking.replay.RunNotFoundError": UserError,
     "heimdall.training.config.ConfigError": UserError,
 }
 #: built-in bases kept so existing ``except ValueError`` / ``except RuntimeError`` code still works

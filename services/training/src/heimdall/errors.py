@@ -54,3 +54,23 @@ class DataError(HeimdallError, ValueError):
 
 class ServiceUnavailableError(HeimdallError, RuntimeError):
     """The database, object store, MLflow or the broker is unreachable or failing (URL without password)."""
+
+
+def yaml_problem(exc: Exception) -> str:
+    """One line from a PyYAML error: what the parser tripped on, and where (line, column)."""
+    problem_mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    what = getattr(exc, "problem", None) or getattr(exc, "context", None)
+    if what is not None or problem_mark is not None:
+        where = f" at line {problem_mark.line + 1}, column {problem_mark.column + 1}" if problem_mark else ""
+        return f"{what or 'syntax error'}{where}"
+    return " ".join(str(exc).split())
+
+
+def validation_problem(err: Exception) -> str:
+    """One line from a pydantic ``ValidationError``: ``field.path: message`` for each problem."""
+    parts = []
+    for e in err.errors():  # type: ignore[attr-defined]
+        field = ".".join(str(x) for x in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{field}: {msg}" if field else msg)
+    return "; ".join(parts)

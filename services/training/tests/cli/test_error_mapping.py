@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import heimdall.cli.data_commands as data_commands
+import heimdall.jobs.simulate as simulate_job
 from heimdall.cli import app
 from heimdall.errors import DataError, HeimdallError, ServiceUnavailableError, UserError
 from heimdall.simulate.scenario import ScenarioError
@@ -52,7 +52,7 @@ def _raising(exc: BaseException):  # type: ignore[no-untyped-def]
 def test_heimdall_error_is_one_line_and_exit_2(
     embedded_env: Path, monkeypatch: pytest.MonkeyPatch, exc: HeimdallError
 ) -> None:
-    monkeypatch.setattr(data_commands, "simulate_sessions", _raising(exc))
+    monkeypatch.setattr(simulate_job, "simulate_sessions", _raising(exc))
     r = runner.invoke(app, SIMULATE)
     assert r.exit_code == 2 == type(exc).exit_code, (r.exit_code, r.output)
     assert "Traceback" not in r.output
@@ -73,7 +73,7 @@ def test_real_user_error_from_a_command(embedded_env: Path) -> None:
 def test_service_unavailable_masks_the_password(embedded_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a message that (wrongly) carries a password: the CLI masks it all the same
     exc = ServiceUnavailableError("cannot reach postgresql://heimdall:hunter2@db.example:5432/heimdall")
-    monkeypatch.setattr(data_commands, "open_services", _raising(exc))
+    monkeypatch.setattr(simulate_job, "open_services", _raising(exc))
     r = runner.invoke(app, SIMULATE)
     assert r.exit_code == ServiceUnavailableError.exit_code, r.output
     assert "hunter2" not in r.output and "heimdall:***@db.example:5432" in r.output
@@ -103,7 +103,7 @@ def test_invalid_environment_names_the_variable(embedded_env: Path, monkeypatch:
 def test_other_exceptions_are_bugs_and_propagate(
     embedded_env: Path, monkeypatch: pytest.MonkeyPatch, exc: Exception
 ) -> None:
-    monkeypatch.setattr(data_commands, "simulate_sessions", _raising(exc))
+    monkeypatch.setattr(simulate_job, "simulate_sessions", _raising(exc))
     r = runner.invoke(app, SIMULATE)
     assert r.exit_code == 1, r.output
     assert r.exception is exc  # not swallowed, not re-wrapped
@@ -122,7 +122,7 @@ def test_help_documents_the_exit_status() -> None:
 
 def test_a_bug_shows_its_traceback_in_a_real_process(embedded_env: Path) -> None:
     code = (
-        "import heimdall.cli.data_commands as d\n"
+        "import heimdall.jobs.simulate as d\n"
         "def boom(*a, **k):\n"
         "    raise ValueError('an internal invariant broke')\n"
         "d.simulate_sessions = boom\n"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from heimdall.storage.objectstore import open_object_store
 from heimdall.storage.schema import Measurement, RecordingSession
 
 SESSIONS = 192  # three 64-session batches per writer: enough for the writers to interleave
-BUCKET = "heimdall-raw-iq"
+BUCKET = f"raw-iq-{uuid.uuid4().hex[:12]}"  # the moto server is shared by the whole test run
 
 
 def _simulate(env: dict[str, str], start: int, sessions: int = SESSIONS) -> subprocess.Popen:
@@ -53,7 +54,8 @@ def _assert_consistent(db_url: str, store_url: str, endpoint: str | None, expect
 
 def _env(extra: dict[str, str], data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HEIMDALL_", "MLFLOW_"))}
-    env.update({"HEIMDALL_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1", **extra})
+    env.update({"HEIMDALL_DATA_DIR": str(data_dir), "HEIMDALL_RAW_IQ_BUCKET": BUCKET, "OMP_NUM_THREADS": "1"})
+    env.update(extra)
     return env
 
 

@@ -7,10 +7,12 @@ import uuid
 
 import pytest
 
+from heimdall.errors import UserError
 from heimdall.storage.objectstore import (
     FileObjectStore,
     ObjectNotFoundError,
     ObjectStoreError,
+    ObjectStoreURLError,
     S3ObjectStore,
     open_object_store,
     validate_key,
@@ -101,3 +103,34 @@ def test_silent_s3_endpoint_times_out(silent_tcp_server: int) -> None:
     with pytest.raises(ObjectStoreError):
         store.get_bytes("heimdall-raw-iq", "k")
     assert time.monotonic() - start < 10
+
+
+def test_configuration_mistakes_are_user_errors(tmp_path) -> None:
+    """A bad bucket name or store URL is the user's to fix (exit 2 as a UserError), not an outage."""
+    with pytest.raises(ObjectStoreURLError, match="invalid bucket name 'Bad_Bucket'") as err:
+        FileObjectStore(tmp_path).put_bytes("Bad_Bucket", "k", b"x")
+    assert isinstance(err.value, UserError) and isinstance(err.value, ObjectStoreError)
+    with pytest.raises(ObjectStoreURLError, match="unsupported object store") as err:
+        open_object_store("ftp://user:pw@host/x")
+    assert isinstance(err.value, UserError) and "pw" not in str(err.value)
+
+
+def test_file_store_delete_failure_is_an_object_store_error(tmp_path) -> None:
+    store = FileObjectStore(tmp_path)
+    (tmp_path / "bkt" / "k" / "v.npy").mkdir(parents=True)  # a folder where the object should be
+    with pytest.raises(ObjectStoreError, match=r"cannot delete bkt/k/v\.npy under"):
+        store.delete("bkt", "k/v.npy")
+    store.delete("bkt", "k/absent.npy")  # a missing object is still no error
+
+
+def test_cli_unsupported_store_url_exits_2(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from heimdall.cli import app
+
+    monkeypatch.setenv("HEIMDALL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HEIMDALL_OBJECT_STORE", "ftp://user:pw@host/x")
+    r = CliRunner().invoke(app, ["simulate", "--sessions", "1", "--no-progress"])
+    assert r.exit_code == 2, r.output
+    assert "ObjectStoreURLError: unsupported object store" in r.output and ":pw@" not in r.output
+    assert "Traceback" not in r.output

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from tracking_support import download, embedded_copy, invoke
 
-from heimdall.export import OnnxLocalizer
+from heimdall.inference.localizer import OnnxLocalizer
 from heimdall.tracking.registry import CHAMPION, CHAMPION_URI, MODEL_NAME
 from heimdall.tracking.run import EPOCH_METRICS, RUN_ARTIFACTS
 
@@ -131,7 +131,7 @@ def test_first_version_is_champion_and_serves_the_exported_model(first: FirstRun
 
 
 def test_predict_json_and_geojson(first: FirstRun) -> None:
-    from heimdall.predict import session_inputs
+    from heimdall.jobs.predict import session_inputs
     from heimdall.services import open_services
 
     sid = json.loads((first.out / "split.json").read_text())["test"][0]

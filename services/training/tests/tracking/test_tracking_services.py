@@ -23,7 +23,7 @@ from tracking_support import (
     with_password,
 )
 
-from heimdall.export import OnnxLocalizer
+from heimdall.inference.localizer import OnnxLocalizer
 from heimdall.tracking.registry import CHAMPION, CHAMPION_URI, MODEL_NAME
 
 pytestmark = [pytest.mark.postgres, pytest.mark.s3]
@@ -52,7 +52,7 @@ def _check_champion_serves_the_export(tracking_uri: str, out: Path, tmp_path: Pa
     """Load models:/heimdall-localizer@champion and compare it with the exported file on the test split."""
     from mlflow import MlflowClient
 
-    from heimdall.predict import session_inputs
+    from heimdall.jobs.predict import session_inputs
     from heimdall.services import open_services
 
     report = json.loads((out / "report.json").read_text())

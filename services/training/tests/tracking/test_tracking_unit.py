@@ -97,8 +97,8 @@ def test_unreachable_tracking_fails_fast_before_training(
     def no_training(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("data was opened or training started before the tracking preflight")
 
-    monkeypatch.setattr("heimdall.cli.train_commands.open_services", no_training)
-    monkeypatch.setattr("heimdall.cli.train_commands.run_training", no_training)
+    monkeypatch.setattr("heimdall.jobs.train.open_services", no_training)
+    monkeypatch.setattr("heimdall.jobs.train.run_training", no_training)
     t0 = time.monotonic()
     r = invoke(["train", "--epochs", "1", "--output-dir", str(tmp_path / "m"), "--no-progress"])
     elapsed = time.monotonic() - t0
@@ -156,7 +156,7 @@ def test_mlflow_is_imported_lazily() -> None:
 def test_tracking_never_imports_the_layers_above_it() -> None:
     """No cycle with predict, no CLI, no evaluation job: not at import time, not lazily either."""
     package = Path(heimdall.__file__).resolve().parent / "tracking"
-    above = ("heimdall.predict", "heimdall.cli", "heimdall.evaluate.job")
+    above = ("heimdall.jobs", "heimdall.cli", "heimdall.evaluate.job")
     found: dict[str, list[str]] = {}
     for f in sorted(package.glob("*.py")):
         for node in ast.walk(ast.parse(f.read_text())):

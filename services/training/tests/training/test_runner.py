@@ -64,13 +64,13 @@ def test_onnx_is_loadable_and_uploaded(trained, sim_services) -> None:
 
 def test_resume_continues_from_last_checkpoint(trained, sim_services) -> None:
     cfg, first = trained
-    assert first.report["resumed"] is False and first.report["resumed_from_epoch"] is None
+    assert first.report.resumed is False and first.report.resumed_from_epoch is None
     more = cfg.model_copy(update={"epochs": 4})
     result = run_training(more, sim_services, resume=True, progress=False)
     report = json.loads((result.output_dir / "report.json").read_text())
     assert report["resumed"] is True and report["resumed_from_epoch"] == 3  # epochs 0-2 from the checkpoint
     assert [int(h["epoch"]) for h in report["history"]] == [0, 1, 2, 3]  # complete across the resume
-    assert report["history"][:3] == first.report["history"]
+    assert report["history"][:3] == first.report.history
     assert report["epochs_run"] == 4
 
 
@@ -112,7 +112,7 @@ def test_checkpoints_are_written_atomically(tmp_path: Path, monkeypatch: pytest.
 def test_resume_without_a_checkpoint_starts_fresh(sim_services, tmp_path: Path) -> None:
     cfg = load_config(None, {"epochs": 1, "batch_size": 64, "output_dir": tmp_path / "m", "seed": 3})
     result = run_training(cfg, sim_services, resume=True, progress=False)
-    assert result.report["resumed"] is False and result.report["resumed_from_epoch"] is None
+    assert result.report.resumed is False and result.report.resumed_from_epoch is None
 
 
 def test_same_seed_same_result(trained, sim_services, tmp_path: Path) -> None:
@@ -120,7 +120,7 @@ def test_same_seed_same_result(trained, sim_services, tmp_path: Path) -> None:
     again = run_training(
         cfg.model_copy(update={"output_dir": tmp_path / "again"}), sim_services, progress=False
     )
-    assert again.report["test"]["rmse_m"] == pytest.approx(first.report["test"]["rmse_m"], rel=1e-6)
+    assert again.report.test.rmse_m == pytest.approx(first.report.test.rmse_m, rel=1e-6)
 
 
 def test_too_few_sessions_is_a_clear_error(tmp_path: Path) -> None:

@@ -1,4 +1,8 @@
-"""Root typer app and the error handling every command shares."""
+"""Root typer app, its sub-apps and the error handling every command shares.
+
+The command modules attach their commands to these apps; :mod:`heimdall.cli` imports them after this
+module, so nothing here imports a command module.
+"""
 
 from __future__ import annotations
 
@@ -99,18 +103,3 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INF
         stream=sys.stderr,
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
-def register_commands() -> None:
-    """Import the command modules so their decorators attach to the apps above."""
-    from heimdall.cli import (  # noqa: F401
-        data_commands,
-        evaluate_commands,
-        interchange_commands,
-        models_commands,
-        powder_commands,
-        train_commands,
-    )
-
-
-register_commands()

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
-
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from heimdall.cli.app import app, console, db_app, load_settings, user_errors
-from heimdall.errors import UserError
-from heimdall.services import open_services
-from heimdall.simulate.scenario import load_scenario
-from heimdall.simulate.session import session_id_for, simulate_sessions
-from heimdall.storage.database import open_database
-from heimdall.storage.queries import existing_session_ids
-from heimdall.storage.recordings import missing_objects, write_sessions
-from heimdall.storage.simulated import session_record
-
-BATCH = 64
+from heimdall.jobs.database import upgrade
+from heimdall.jobs.simulate import SimulateRequest
+from heimdall.jobs.simulate import simulate as run_simulate
 
 
 @app.command()
@@ -39,48 +29,28 @@ def simulate(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Simulate sessions into the configured database and object store (atomic per batch, idempotent)."""
-    if sessions < 0:
-        raise UserError(f"--sessions must be ≥ 0, got {sessions}")
-    if dataset is not None and not dataset.strip():
-        raise UserError("--dataset must be a non-empty label")
-    spec = load_scenario(Path(scenario) if scenario.endswith((".yaml", ".yml")) else scenario)
-    simulate_sessions(spec, sessions, seed, duration, start)  # validates the arguments before any I/O
-    services = open_services(load_settings())
-    written = skipped = 0
-    t0 = time.perf_counter()
-    try:
-        with Progress(
-            TextColumn("[bold]simulate[/] {task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            disable=not progress,
-        ) as bar:
-            task = bar.add_task(spec.name, total=sessions)
-            for first in range(start, start + sessions, BATCH):
-                count = min(BATCH, start + sessions - first)
-                ids = [session_id_for(spec, seed, k) for k in range(first, first + count)]
-                stored = existing_session_ids(services.db, ids)
-                if len(stored) == count and not missing_objects(services.db, services.store, ids):
-                    # a re-run with every row and object in place: nothing to simulate
-                    skipped += count
-                else:
-                    batch = simulate_sessions(spec, count, seed, duration, first)
-                    records = [session_record(s, spec.name, seed, dataset) for s in batch]
-                    w, k = write_sessions(
-                        services.db, services.store, services.settings.raw_iq_bucket, records
-                    )
-                    written, skipped = written + w, skipped + k
-                bar.advance(task, count)
-    finally:
-        services.close()
-    elapsed = time.perf_counter() - t0
-    rate = sessions / elapsed if elapsed > 0 else float("inf")
+    request = SimulateRequest(
+        scenario=scenario, sessions=sessions, seed=seed, duration=duration, start=start, dataset=dataset
+    )
+    with Progress(
+        TextColumn("[bold]simulate[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not progress,
+    ) as bar:
+        task = bar.add_task("", total=sessions, start=False, visible=False)
+
+        def advance(name: str, done: int, total: int) -> None:
+            bar.update(task, description=name, completed=done, total=total, visible=True)
+            bar.start_task(task)
+
+        out = run_simulate(request, load_settings(), progress=advance)
     typer.echo(
-        f"simulated {sessions} sessions of {spec.name} (seed {seed}): {written} written, "
-        f"{skipped} already present, {elapsed:.1f} s ({rate:.0f} sessions/s) "
-        f"into {services.db.safe_url} + {services.store.url}"
+        f"simulated {out.sessions} sessions of {out.scenario} (seed {out.seed}): {out.written} written, "
+        f"{out.skipped} already present, {out.elapsed_s:.1f} s ({out.sessions_per_s:.0f} sessions/s) "
+        f"into {out.database} + {out.object_store}"
     )
 
 
@@ -88,7 +58,5 @@ def simulate(
 @user_errors
 def db_upgrade() -> None:
     """Apply the schema migrations and seed the receiver network (also done automatically)."""
-    settings = load_settings()
-    db = open_database(settings.resolved_database_url, settings.connect_timeout_s)
-    typer.echo(f"database {db.safe_url} is at the latest schema revision")
-    db.dispose()
+    out = upgrade(load_settings())
+    typer.echo(f"database {out.database} is at the latest schema revision")

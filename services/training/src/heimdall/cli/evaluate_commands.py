@@ -6,9 +6,7 @@ from pathlib import Path
 
 import typer
 
-from heimdall.atomic import check_output_dir, removed_on_failure
 from heimdall.cli.app import app, console, load_settings, user_errors
-from heimdall.services import open_services
 
 
 @app.command()
@@ -30,24 +28,18 @@ def evaluate(
     ),
 ) -> None:
     """Evaluate a model against weighted centroid, log-distance NLS, kNN fingerprints and the Bayes oracle."""
-    from heimdall.evaluate.job import evaluate as run
+    from heimdall.jobs.evaluate import EvaluateRequest
+    from heimdall.jobs.evaluate import evaluate as run_evaluate
 
-    check_output_dir(output_dir)
-    services = open_services(load_settings())
-    try:
-        with removed_on_failure(output_dir):  # a failed evaluation leaves no half-written folder
-            result = run(
-                model,
-                services,
-                output_dir,
-                split,
-                outage,
-                oracle,
-                progress=lambda m: console.print(f"… {m}"),
-                outage_sessions=outage_sessions,
-            )
-    finally:
-        services.close()
-    for name, m in result["methods"].items():
-        typer.echo(f"{name:>20}: RMSE {m['rmse_m']:9.0f} m  median {m['median_error_m']:9.0f} m")
-    typer.echo(f"evaluation: {output_dir / 'evaluation.md'}")
+    request = EvaluateRequest(
+        model=model,
+        split=split,
+        output_dir=output_dir,
+        outage=outage,
+        oracle=oracle,
+        outage_sessions=outage_sessions,
+    )
+    out = run_evaluate(request, load_settings(), progress=lambda m: console.print(f"… {m}"))
+    for name, m in out.methods.items():
+        typer.echo(f"{name:>20}: RMSE {m.rmse_m:9.0f} m  median {m.median_error_m:9.0f} m")
+    typer.echo(f"evaluation: {out.report}")

@@ -6,28 +6,19 @@ mlflow, torch and onnxruntime are imported inside the commands so `heimdall --he
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
 
 import typer
 
 from heimdall.cli.app import app, load_settings, user_errors
 from heimdall.errors import UserError
+from heimdall.jobs.models import PromoteRequest, promote
+from heimdall.jobs.models import list_models as list_registered
 
 models_app = typer.Typer(
     help="Model registry (heimdall-localizer): list versions, move the champion alias.", no_args_is_help=True
 )
 app.add_typer(models_app, name="models")
-
-
-@contextmanager
-def _registry() -> Iterator[tuple[Any, Any]]:
-    """(target, MlflowClient) for MLFLOW_TRACKING_URI, after a fail-fast preflight."""
-    from heimdall.tracking.connection import connect
-
-    yield connect(load_settings())
 
 
 def _fmt(value: float | None) -> str:
@@ -40,17 +31,15 @@ def list_models(
     as_json: bool = typer.Option(False, "--json", help="Print the versions as JSON."),
 ) -> None:
     """Registered versions of heimdall-localizer: aliases, MLflow run ids (= model ids), test metrics."""
-    from heimdall.tracking.registry import MODEL_NAME, list_versions
-
-    with _registry() as (target, client):
-        versions = list_versions(client)
+    out = list_registered(load_settings())
+    versions = out.versions
     if as_json:
         typer.echo(json.dumps([v.as_dict() for v in versions], indent=2))
         return
     if not versions:
-        typer.echo(f"no versions of {MODEL_NAME} registered at {target.display}")
+        typer.echo(f"no versions of {out.model_name} registered at {out.registry}")
         return
-    typer.echo(f"{MODEL_NAME} at {target.display}")
+    typer.echo(f"{out.model_name} at {out.registry}")
     header = f"{'version':>7}  {'aliases':<12} {'run id (model id)':<32}  {'RMSE m':>8}  {'median m':>8}  "
     typer.echo(header + f"{'n_test':>6}  {'test ids':<16}  created (UTC)")
     for v in versions:
@@ -70,16 +59,14 @@ def promote_model(
     version: str = typer.Argument(..., help="The version number to make the champion."),
 ) -> None:
     """Point the `champion` alias at VERSION (an unknown version is an error; the alias is unchanged)."""
-    from heimdall.tracking.registry import CHAMPION, MODEL_NAME, promote
-
-    with _registry() as (_, client):
-        decision = promote(client, version)
+    out = promote(PromoteRequest(version=version), load_settings())
+    decision = out.decision
     if decision.moved:
         typer.echo(
-            f"{MODEL_NAME}@{CHAMPION} → version {decision.version} (was {decision.previous or 'unset'})"
+            f"{out.model_name}@{out.alias} → version {decision.version} (was {decision.previous or 'unset'})"
         )
     else:
-        typer.echo(f"{MODEL_NAME}@{CHAMPION} already is version {decision.version}")
+        typer.echo(f"{out.model_name}@{out.alias} already is version {decision.version}")
 
 
 @app.command()
@@ -94,7 +81,7 @@ def predict(
     fmt: str = typer.Option("json", "--format", help="json or geojson (FeatureCollection)."),
 ) -> None:
     """Locate one stored session with an ONNX model: lat/lon, covariance (m²) and the 1σ/2σ ellipses."""
-    from heimdall.predict import predict as run_predict
+    from heimdall.jobs.predict import predict as run_predict
     from heimdall.services import open_services
 
     if fmt not in ("json", "geojson"):

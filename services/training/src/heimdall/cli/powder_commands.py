@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from heimdall.cli.app import import_app, load_settings, user_errors
-from heimdall.powder import COORDINATES_FILE, DATASET, SPLIT_FILES, import_powder
-from heimdall.services import open_services
+from heimdall.ingest.powder import COORDINATES_FILE, DATASET, SPLIT_FILES
+from heimdall.jobs.ingest import PowderImportRequest, import_powder
 
 
 @import_app.command("powder")
@@ -35,26 +35,21 @@ def import_powder_command(
     pending: bool = typer.Option(False, "--pending", help="Store as pending review instead of approved."),
 ) -> None:
     """Import POWDER samples (one session per CSV row, power only), checked first, idempotently."""
-    services = open_services(load_settings())
-    try:
-        r = import_powder(
-            services.db,
-            services.store,
-            services.settings.raw_iq_bucket,
-            csv_path,
-            coordinates=coordinates,
-            test_sets={"powder_random": random_test, "powder_grid": grid_test},
-            dataset=dataset,
-            approval="pending" if pending else "approved",
-        )
-    finally:
-        services.close()
+    request = PowderImportRequest(
+        csv_path=csv_path,
+        coordinates=coordinates,
+        random_test=random_test,
+        grid_test=grid_test,
+        dataset=dataset,
+        pending=pending,
+    )
+    r = import_powder(request, load_settings())
     skipped = ", ".join(f"{k}: {v}" for k, v in r.skipped.items()) or "none"
     dropped = ", ".join(f"{k}: {v}" for k, v in r.dropped_readings.items()) or "none"
     typer.echo(
-        f"POWDER {csv_path}: {r.rows} row(s) → {r.sessions} session(s) of dataset {dataset!r}: "
+        f"POWDER {csv_path}: {r.rows} row(s) → {r.sessions} session(s) of dataset {r.dataset!r}: "
         f"{r.written} written, {r.already_present} already present; skipped rows: {skipped} "
-        f"({r.seconds:.1f} s, into {services.db.safe_url})"
+        f"({r.seconds:.1f} s, into {r.database})"
     )
     typer.echo(
         f"  {r.measurements} measurement(s) from {len(r.receivers)} receiver(s) "

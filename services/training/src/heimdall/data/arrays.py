@@ -20,8 +20,7 @@ import numpy as np
 
 from heimdall.data.feature_cache import CachedFeatures, FeatureCache
 from heimdall.data.network import ReceiverNetwork
-from heimdall.data.splits import SPLIT_STRATEGIES, limit_train, split_sessions
-from heimdall.errors import DataError
+from heimdall.data.splits import SPLIT_STRATEGIES, DatasetError, limit_train, split_sessions
 from heimdall.features import SCALAR_NAMES, FeatureConfig, extract_features_batch
 from heimdall.storage.database import Database
 from heimdall.storage.iq import load_iq
@@ -34,10 +33,6 @@ N_SCALARS = len(SCALAR_NAMES)
 HEARD = SCALAR_NAMES.index("heard")
 # Appended to the scalars of power-only data with moving receivers (see SessionArrays).
 MOVING_SCALAR_NAMES = ("receiver_offset_east_km", "receiver_offset_north_km")
-
-
-class DatasetError(DataError):
-    """The selected data cannot be used for training (empty, inconsistent, non-finite)."""
 
 
 # Why a session's data cannot be used (keys of SessionArrays.skipped, next to the receiver count).

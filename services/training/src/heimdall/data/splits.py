@@ -17,16 +17,22 @@ import hashlib
 import json
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, Self, TypeVar
 
 import numpy as np
 
+from heimdall.errors import DataError
+
 SPLITS = ("train", "val", "test")
-NOTES_SPLITS = ("powder_random", "powder_grid")  # notes keys written by heimdall.powder
+NOTES_SPLITS = ("powder_random", "powder_grid")  # notes keys written by heimdall.ingest.powder
 SPLIT_STRATEGIES = ("hash", *NOTES_SPLITS)
 VAL_BLOCK_SESSIONS = 50  # ≈ 3-4 minutes of POWDER samples (one every ~4 s)
+
+
+class DatasetError(DataError):
+    """The selected data cannot be used for training (empty, inconsistent, non-finite)."""
 
 
 class SessionLike(Protocol):
@@ -175,3 +181,41 @@ def ids_digest(session_ids: Sequence[uuid.UUID | str]) -> str:
         h.update(s.encode())
         h.update(b"\n")
     return h.hexdigest()[:16]
+
+
+class Splittable(Protocol):
+    """What a split override needs of the loaded sessions (e.g. heimdall.data.arrays.SessionArrays)."""
+
+    @property
+    def session_ids(self) -> Any: ...
+    @property
+    def datasets(self) -> Any: ...
+    def subset(self, sel: np.ndarray, splits: np.ndarray) -> Self: ...
+
+
+A = TypeVar("A", bound=Splittable)
+
+
+def apply_split_override(arrays: A, split_override: Mapping[str, Sequence[str]]) -> A:
+    """Keep exactly the sessions named in ``{"train"|"val"|"test": [session ids]}``, in those splits.
+
+    Used to re-run a recorded data snapshot (``heimdall train --from-run``) and to evaluate a model on
+    the split it recorded; sessions loaded but not named are left out, and a named session that is not
+    available is an error naming it.
+    """
+    wanted: dict[str, str] = {}
+    for split, ids in split_override.items():
+        if split not in SPLITS:
+            raise DatasetError(f"unknown split {split!r} in the split override (expected train/val/test)")
+        for sid in ids:
+            wanted[str(sid)] = split
+    have = [str(s) for s in arrays.session_ids]
+    missing = sorted(set(wanted) - set(have))
+    if missing:
+        shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
+        raise DatasetError(
+            f"{len(missing)} session(s) of the requested split are not among the {len(have)} usable approved "
+            f"sessions of {list(arrays.datasets)} (deleted, unapproved or skipped?): {shown}"
+        )
+    sel = np.array([i for i, sid in enumerate(have) if sid in wanted], dtype=np.int64)
+    return arrays.subset(sel, np.array([wanted[have[i]] for i in sel], dtype=object))

@@ -19,28 +19,28 @@ import numpy as np
 
 from heimdall.data.arrays import SessionArrays, load_session_arrays
 from heimdall.data.network import ReceiverNetwork
-from heimdall.data.onnx_inputs import onnx_inputs_for
-from heimdall.data.splits import split_score
-from heimdall.errors import UserError
-from heimdall.evaluate.classical import (
-    KNNFingerprint,
-    LogDistanceNLS,
-    WeightedCentroid,
-    observations_from_arrays,
-)
+from heimdall.data.recordings import arrays_power, arrays_recordings
+from heimdall.data.splits import apply_split_override, split_score
+from heimdall.errors import PathNotFoundError, UserError
 from heimdall.evaluate.intervals import paired_bootstrap
+from heimdall.evaluate.localizers import (
+    BayesOracleLocalizer,
+    Localizer,
+    OnnxModelLocalizer,
+    classical_localizers,
+)
 from heimdall.evaluate.metrics import error_summary, errors_m, mahalanobis_sq, uncertainty_summary
 from heimdall.evaluate.plots import plot_calibration, plot_error_cdf, plot_prediction_map
-from heimdall.export import OnnxLocalizer
 from heimdall.features import FeatureConfig
+from heimdall.inference.inputs import batch_inputs
+from heimdall.inference.localizer import OnnxLocalizer
 from heimdall.services import Services
 
 log = logging.getLogger("heimdall.evaluate")
 
 MODEL = "model"
-ORACLE = "bayes_oracle"
-PREDICT_CHUNK = 128
-CALIBRATION_GRID = tuple(float(x) for x in np.round(np.geomspace(0.25, 16.0, 49), 4))
+ORACLE = BayesOracleLocalizer.name
+STAGES = {MODEL: "model", ORACLE: "Bayes oracle"}  # progress messages; every other method is a baseline
 
 
 class EvaluationError(UserError):
@@ -56,18 +56,37 @@ class Method:
     info: dict[str, Any]
 
 
-def _model_files(model: str, services: Services, workdir: Path) -> tuple[Path, Path, Path]:
-    """model.onnx plus the split.json and network.json of the run that made it."""
-    from heimdall.predict import is_mlflow_uri, resolve_model
+@dataclass(frozen=True)
+class ModelFiles:
+    """A model resolved to local files: its model.onnx and the split.json/network.json of its run.
 
-    onnx_path = resolve_model(model, services.settings, dst=workdir / "model")
-    split, network = onnx_path.parent / "split.json", onnx_path.parent / "network.json"
-    if (not split.is_file() or not network.is_file()) and is_mlflow_uri(model):
-        split, network = _run_artifacts(services, OnnxLocalizer(onnx_path).model_id, workdir)
-    for f in (split, network):
-        if not f.is_file():
-            raise EvaluationError(f"{f.name} of model {model} not found beside {onnx_path}")
-    return onnx_path, split, network
+    ``label`` is how the model was named (a folder, a model.onnx path, ``models:/…``); it is recorded in
+    the evaluation. Resolving an MLflow model to these files is the application's job
+    (:mod:`heimdall.jobs.evaluate`); :meth:`local` handles a training output folder or its model.onnx.
+    """
+
+    onnx: Path
+    split: Path
+    network: Path
+    label: str
+
+    @classmethod
+    def beside(cls, onnx_path: Path, label: str) -> ModelFiles:
+        """model.onnx with the split.json and network.json next to it (EvaluationError if one is missing)."""
+        split, network = onnx_path.parent / "split.json", onnx_path.parent / "network.json"
+        for f in (split, network):
+            if not f.is_file():
+                raise EvaluationError(f"{f.name} of model {label} not found beside {onnx_path}")
+        return cls(onnx_path, split, network, label)
+
+    @classmethod
+    def local(cls, model: str | Path) -> ModelFiles:
+        """A training output folder (its model.onnx) or a model.onnx path on this machine."""
+        path = Path(model).expanduser()
+        onnx_path = path / "model.onnx" if path.is_dir() else path
+        if not onnx_path.is_file():
+            raise PathNotFoundError(f"model {model} does not exist (give a model.onnx or its folder)")
+        return cls.beside(onnx_path, str(model))
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -88,59 +107,8 @@ def _network(path: Path) -> ReceiverNetwork:
         raise EvaluationError(f"network.json {path} is malformed ({type(exc).__name__}: {exc})") from None
 
 
-def _run_artifacts(services: Services, run_id: str, workdir: Path) -> tuple[Path, Path]:
-    """split.json and network.json logged by the training run `run_id` (the model id)."""
-    from heimdall.tracking.models import download_run_artifacts
-
-    got = download_run_artifacts(services.settings, run_id, ("split.json", "network.json"), workdir / "run")
-    return got[0], got[1]
-
-
-def _calibration_scale(
-    pos: np.ndarray, cov: np.ndarray, truth: np.ndarray, sigma: np.ndarray
-) -> dict[str, Any]:
-    """The covariance multiplier with the lowest validation NLL (grid printed with the result)."""
-    nll = [uncertainty_summary(pos, cov * s, truth, sigma)["nll"] for s in CALIBRATION_GRID]
-    best = int(np.argmin(nll))
-    return {
-        "grid": list(CALIBRATION_GRID),
-        "val_nll": [round(x, 5) for x in nll],
-        "chosen": CALIBRATION_GRID[best],
-    }
-
-
-def _oracle_for(arrays: SessionArrays) -> Callable[[np.ndarray, int | None], Method] | None:
-    """A Bayes-oracle runner when every dataset is a simulation of one shipped/known scenario."""
-    labels = {str(d) for d in arrays.datasets}
-    names = {d.split(":")[1] for d in labels if d.startswith("sim:") and d.count(":") >= 1}
-    if len(names) != 1 or not all(d.startswith("sim:") for d in labels):
-        return None
-    from heimdall.evaluate.oracle import bayes_oracle
-    from heimdall.simulate.propagation import measurement_model
-    from heimdall.simulate.scenario import load_scenario
-    from heimdall.simulate.world import build_world
-
-    mm = measurement_model(build_world(load_scenario(names.pop())))
-    order = [arrays.network.index()[sid] for sid in mm.receiver_ids]
-    frame = arrays.network.frame
-
-    def run(idx: np.ndarray, drop: int | None) -> Method:
-        power = arrays.row_power_db[idx][:, order].copy()
-        snr = arrays.row_snr_db[idx][:, order].copy()
-        if drop is not None:
-            k = order.index(drop)
-            power[:, k] = snr[:, k] = np.nan
-        band = np.array([mm.band_index(f) for f in arrays.frequency_hz[idx]])
-        mean_w, cov_w = bayes_oracle(mm, band, power, snr)
-        lat, lon = mm.world.frame.to_latlon(mean_w)
-        pos = frame.to_enu(lat, lon)  # both frames are east/north-aligned tangent planes a few km apart
-        return Method(pos, cov_w, {"frame": "scenario world, converted via lat/lon"})
-
-    return run
-
-
 def evaluate(
-    model: str,
+    model: ModelFiles | str | Path,
     services: Services,
     output_dir: Path,
     split: str = "test",
@@ -151,6 +119,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Run every method on `split`, write evaluation.json/.md and plots, return the evaluation.
 
+    `model` is a resolved :class:`ModelFiles`, or a local training output folder / model.onnx path
+    (:meth:`ModelFiles.local`); MLflow models are resolved by :func:`heimdall.jobs.evaluate.evaluate`.
     `outage_sessions` limits the receiver-outage study to a deterministic subset of the split (the
     first N by session-id hash) because it reruns every method, the oracle included, once per receiver.
     """
@@ -159,7 +129,8 @@ def evaluate(
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create --output-dir {output_dir}: {exc.strerror or exc}") from None
-    onnx_path, split_file, network_file = _model_files(model, services, output_dir)
+    files = model if isinstance(model, ModelFiles) else ModelFiles.local(model)
+    onnx_path, split_file, network_file = files.onnx, files.split, files.network
     loc = OnnxLocalizer(onnx_path)
     network = _network(network_file)
     if list(network.station_ids) != list(loc.station_ids):
@@ -183,48 +154,34 @@ def evaluate(
         services.settings.data_dir / "feature-cache",
         network=network,
     )
-    from heimdall.training.runner import apply_split_override
-
     arrays = apply_split_override(arrays, recorded)
     idx, val, train = arrays.indices(split), arrays.indices("val"), arrays.indices("train")
     truth = arrays.target_enu_m[idx]
     from_iq = loc.input_kind == "iq"
+    spec = loc.input_spec(features=False)  # power-only models read the arrays' own scalar rows
 
-    def model_run(ix: np.ndarray, drop: int | None = None) -> Method:
-        """ONNX Runtime on raw inputs, in chunks: a whole split of IQ at once needs many GB in the graph."""
-        pos, cov = [], []
-        for s in range(0, ix.size, PREDICT_CHUNK):
-            x, mask = onnx_inputs_for(services, arrays, ix[s : s + PREDICT_CHUNK], from_iq)
-            x, mask = x.numpy(), mask.numpy()
-            if drop is not None:
-                mask[:, drop] = 0.0
-                x[:, drop] = 0.0
-            p, c = loc.predict(x, mask)
-            pos.append(p)
-            cov.append(c)
-        return Method(np.concatenate(pos), np.concatenate(cov), {})
+    def model_inputs(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The model's raw inputs for sessions `chunk` of the arrays (IQ from the store, or power rows)."""
+        if from_iq:
+            recordings = arrays_recordings(services.db, services.store, arrays, chunk)
+            return batch_inputs(spec, recordings=recordings)
+        return batch_inputs(spec, power=arrays_power(arrays, chunk))
 
-    say("model")
-    on_val = model_run(val)
-    scale = _calibration_scale(on_val.pos, on_val.cov, arrays.target_enu_m[val], arrays.target_sigma_m[val])
+    localizers: list[Localizer] = [OnnxModelLocalizer(loc, model_inputs, name=MODEL), *classical_localizers()]
+    bayes = BayesOracleLocalizer.for_arrays(arrays) if oracle else None
+    if bayes is not None:
+        localizers.append(bayes)
     methods: dict[str, Method] = {}
-    m = model_run(idx)
-    methods[MODEL] = Method(m.pos, m.cov * scale["chosen"], {"covariance_scale": scale})
-    say("baselines")
-    baselines = {
-        "weighted_centroid": WeightedCentroid(),
-        "log_distance_nls": LogDistanceNLS(),
-        "knn_fingerprint": KNNFingerprint(),
-    }
-    for name, b in baselines.items():
-        b.fit(observations_from_arrays(arrays, train), arrays.target_enu_m[train])
-        tuning = b.tune(observations_from_arrays(arrays, val), arrays.target_enu_m[val])
-        pos, cov = b.predict(observations_from_arrays(arrays, idx))
-        methods[name] = Method(pos, cov, {"tuning": tuning})
-    oracle_run = _oracle_for(arrays) if oracle else None
-    if oracle_run is not None:
-        say("Bayes oracle")
-        methods[ORACLE] = oracle_run(idx, None)
+    said: set[str] = set()
+    for method in localizers:
+        stage = STAGES.get(method.name, "baselines")
+        if stage not in said:
+            say(stage)
+            said.add(stage)
+        method.fit(arrays, train)
+        tuning = method.tune(arrays, val)
+        pos, cov = method.predict(arrays, idx)
+        methods[method.name] = Method(pos, cov, method.report(tuning))
     result = _table(methods, arrays, idx)
     if outage:
         say("receiver outage")
@@ -232,11 +189,11 @@ def evaluate(
         if outage_sessions is not None and outage_sessions < idx.size:
             scores = np.array([split_score(arrays.session_ids[i]) for i in idx])
             sub = np.sort(idx[np.argsort(scores, kind="stable")[:outage_sessions]])
-        result["outage"] = _outage(arrays, sub, model_run, baselines, oracle_run)
+        result["outage"] = _outage(arrays, sub, localizers)
         result["outage_n_sessions"] = int(sub.size)
     result.update(
         {
-            "model": model,
+            "model": files.label,
             "model_id": loc.model_id,
             "split": split,
             "n_sessions": int(idx.size),
@@ -269,25 +226,20 @@ def _table(methods: dict[str, Method], arrays: SessionArrays, idx: np.ndarray) -
     return out
 
 
-def _outage(
-    arrays: SessionArrays,
-    idx: np.ndarray,
-    model_run: Callable[..., Method],
-    baselines: dict[str, Any],
-    oracle_run: Callable[[np.ndarray, int | None], Method] | None,
-) -> dict[str, Any]:
+def _outage(arrays: SessionArrays, idx: np.ndarray, localizers: list[Localizer]) -> dict[str, Any]:
+    """Every method once per receiver, that receiver removed at test time (fitted and tuned as before)."""
+    names = {m.name for m in localizers}
     rows = {}
     for k, sid in enumerate(arrays.network.station_ids):
         row: dict[str, Any] = {"station_name": arrays.network.names[k]}
-        runs = {MODEL: model_run(idx, k)}
-        for name, b in baselines.items():
-            runs[name] = Method(*b.predict(observations_from_arrays(arrays, idx, drop=k)), {})
-        if oracle_run is not None:
-            runs[ORACLE] = oracle_run(idx, k)
-        for name, m in runs.items():
-            err = _latlon_errors(arrays, idx, m.pos)
-            row[name] = {"rmse_m": float(np.sqrt(np.mean(err**2))), "median_error_m": float(np.median(err))}
-        if oracle_run is not None:
+        for method in localizers:
+            pos, _ = method.predict(arrays, idx, drop=k)
+            err = _latlon_errors(arrays, idx, pos)
+            row[method.name] = {
+                "rmse_m": float(np.sqrt(np.mean(err**2))),
+                "median_error_m": float(np.median(err)),
+            }
+        if ORACLE in names and MODEL in names:
             row["model_rmse_over_oracle"] = row[MODEL]["rmse_m"] / row[ORACLE]["rmse_m"]
         rows[str(sid)] = row
     return rows

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from heimdall.errors import UserError
+from heimdall.errors import UserError, validation_problem, yaml_problem
 from heimdall.geo import LocalFrame
 from heimdall.simulate.signals import CONTENTS
 
@@ -251,36 +251,18 @@ def _looks_like_path(name: str) -> bool:
     return "/" in name or "\\" in name or name.endswith((".yaml", ".yml"))
 
 
-def _format_validation(err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        field = ".".join(str(x) for x in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        parts.append(f"field '{field}': {msg}" if field else msg)
-    return "; ".join(parts)
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """One line: what the YAML parser tripped on, and where."""
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        return f"{exc.problem or exc.context or 'syntax error'}{where}"
-    return " ".join(str(exc).split())
-
-
 def parse_scenario(text: str, source: str) -> Scenario:
     """Parse and validate YAML text; errors name `source` (the file) and the offending field."""
     try:
         data: Any = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"{source}: malformed YAML: {_yaml_problem(exc)}") from exc
+        raise ScenarioError(f"{source}: malformed YAML: {yaml_problem(exc)}") from exc
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: a scenario must be a YAML mapping, got {type(data).__name__}")
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(f"{source}: invalid scenario: {_format_validation(exc)}") from exc
+        raise ScenarioError(f"{source}: invalid scenario: {validation_problem(exc)}") from exc
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:

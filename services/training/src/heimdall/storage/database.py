@@ -12,7 +12,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Engine, Insert, create_engine, event, select, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -148,3 +149,17 @@ def open_database(url: str, connect_timeout_s: float = 5.0, migrate: bool = True
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
         raise DatabaseError(f"cannot use database {redact_url(url)}: {redact_text(reason)}") from None
     return Database(url, engine, sessionmaker(engine, expire_on_commit=False))
+
+
+def insert_ignoring_conflicts(db: Database, table: type) -> Insert:
+    """INSERT that skips rows clashing with a unique key (a concurrent writer's identical row).
+
+    ``ON CONFLICT DO NOTHING`` of SQLite and PostgreSQL, chosen by the engine's dialect; add
+    ``.returning(…)`` to tell whether the row was inserted (a row comes back) or already there (none).
+    """
+    dialect = db.engine.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise DatabaseError(f"conflict-tolerant inserts are not supported on the {dialect!r} database dialect")

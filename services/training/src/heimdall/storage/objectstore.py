@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
 
-from heimdall.errors import DataError, ServiceUnavailableError
+from heimdall.errors import DataError, ServiceUnavailableError, UserError
 from heimdall.settings import redact_text, redact_url
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-=/]*$")
@@ -30,6 +30,10 @@ class ObjectNotFoundError(DataError, ObjectStoreError):
     """The object a database row points to does not exist."""
 
 
+class ObjectStoreURLError(UserError, ObjectStoreError):
+    """The object store is misconfigured: an unsupported store URL or an invalid bucket name (exit 2)."""
+
+
 def validate_key(key: str) -> str:
     """Reject keys that could escape the bucket or do not round-trip on every backend."""
     if not key or key.startswith("/") or "\\" in key or not _KEY_RE.match(key):
@@ -42,7 +46,9 @@ def validate_key(key: str) -> str:
 
 def validate_bucket(bucket: str) -> str:
     if not _BUCKET_RE.match(bucket) or ".." in bucket:
-        raise ObjectStoreError(f"invalid bucket name {bucket!r}")
+        raise ObjectStoreURLError(
+            f"invalid bucket name {bucket!r}: 3 to 63 of [a-z0-9.-], starting and ending alphanumeric"
+        )
     return bucket
 
 
@@ -103,7 +109,12 @@ class FileObjectStore:
         return self._path(bucket, key).is_file()
 
     def delete(self, bucket: str, key: str) -> None:
-        self._path(bucket, key).unlink(missing_ok=True)
+        try:
+            self._path(bucket, key).unlink(missing_ok=True)
+        except OSError as exc:  # a folder in its place, no permission, a read-only file system
+            raise ObjectStoreError(
+                f"cannot delete {bucket}/{key} under {self.url}: {exc.strerror or exc}"
+            ) from None
 
     def list_keys(self, bucket: str, prefix: str = "") -> list[str]:
         base = self.root / validate_bucket(bucket)
@@ -277,4 +288,4 @@ def open_object_store(
         return S3ObjectStore(
             endpoint_url=endpoint_url, connect_timeout_s=connect_timeout_s, region_name=region_name
         )
-    raise ObjectStoreError(f"unsupported object store {redact_url(url)!r}: use file:///dir or s3://")
+    raise ObjectStoreURLError(f"unsupported object store {redact_url(url)!r}: use file:///dir or s3://")

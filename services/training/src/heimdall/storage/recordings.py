@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from heimdall.errors import DataError, HeimdallError, ServiceUnavailableError
 from heimdall.settings import redact_text
-from heimdall.storage.database import Database
+from heimdall.storage.database import Database, insert_ignoring_conflicts
 from heimdall.storage.iq import IQ_FORMAT, encode_iq, iq_key
 from heimdall.storage.objectstore import ObjectStore
 from heimdall.storage.schema import KnownSource, Measurement, RecordingSession, WebSDRStation
@@ -143,15 +143,6 @@ def _rows(record: SessionRecord, bucket: str, new_source: bool) -> dict[type, li
 
 
 SQLITE_WRITE_WAIT_MS = 60_000  # a concurrent writer holds SQLite's write lock for one batch
-
-
-def _insert_ignoring_conflicts(db: Database, table: type):  # type: ignore[no-untyped-def]
-    """`INSERT … ON CONFLICT DO NOTHING` for the database's dialect (a concurrent insert is not an error)."""
-    if db.engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    return dialect_insert(table).on_conflict_do_nothing()
 
 
 def _expected_objects(record: SessionRecord, bucket: str) -> dict[str, str]:
@@ -283,10 +274,10 @@ def _claim_and_write(
         try:
             if sources:
                 rows = [sources[k] for k in sorted(sources)]
-                conn.execute(_insert_ignoring_conflicts(db, KnownSource), rows)
+                conn.execute(insert_ignoring_conflicts(db, KnownSource), rows)
             session_rows = [_rows(r, bucket, new_source=False)[RecordingSession][0] for r in todo]
             for k in range(0, len(session_rows), 500):  # stay under bound-parameter limits
-                stmt = _insert_ignoring_conflicts(db, RecordingSession).returning(RecordingSession.id)
+                stmt = insert_ignoring_conflicts(db, RecordingSession).returning(RecordingSession.id)
                 claimed.update(conn.execute(stmt.values(session_rows[k : k + 500])).scalars())
             _check_task_ids(conn, [r for r in todo if r.id not in claimed], [r.id for r in todo])
             mine = [r for r in todo if r.id in claimed]

@@ -13,5 +13,5 @@ One job per module; import from the module, this package re-exports nothing:
 Every MLflow call gets its tracking and registry URI explicitly (an ``MlflowClient`` per target, or the
 ``tracking_uri``/``registry_uri`` arguments), never MLflow's process-wide URI, so several threads can
 track to different stores at once. mlflow is imported lazily: commands that never track stay fast.
-Nothing here imports :mod:`heimdall.predict`, :mod:`heimdall.cli` or :mod:`heimdall.evaluate.job`.
+Nothing here imports :mod:`heimdall.jobs`, :mod:`heimdall.cli` or :mod:`heimdall.evaluate.job`.
 """

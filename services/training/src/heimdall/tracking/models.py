@@ -1,8 +1,8 @@
 """Loading a model from MLflow: a registered (``models:/heimdall-localizer@champion``, ``…/VERSION``) or
 logged (``models:/m-…``, ``runs:/…``, artifact URIs) model, downloaded into a local folder.
 
-This is the MLflow half of :func:`heimdall.predict.resolve_model` (which handles local paths and finds the
-``model.onnx`` in what is downloaded here); it connects with the fail-fast preflight and passes the
+This is the MLflow half of :func:`heimdall.jobs.predict.resolve_model` (which handles local paths and
+finds the ``model.onnx`` in what is downloaded here); it connects with the fail-fast preflight and passes the
 tracking and registry URI to every download, so threads may load models from different stores at once.
 
 MLflow resolves ``models:/…`` (and a ``runs:/RUN/NAME`` that names a logged model) through its

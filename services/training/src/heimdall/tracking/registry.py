@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from heimdall.errors import UserError
+from heimdall.settings import redact_text
+from heimdall.tracking.connection import TrackingError
 
 log = logging.getLogger("heimdall.registry")
 
@@ -90,6 +93,12 @@ def _int(value: Any) -> int | None:
     return int(f) if f is not None else None
 
 
+def _registry_error(what: str, exc: Exception) -> TrackingError:
+    """A failing registry call as a TrackingError: one line, credentials masked, the cause named."""
+    reason = " ".join(redact_text(f"{type(exc).__name__}: {exc}").split())
+    return TrackingError(f"MLflow model registry: cannot {what}: {reason[:300]}")
+
+
 def _is_missing(exc: Exception) -> bool:
     code = getattr(exc, "error_code", "")
     return (
@@ -143,8 +152,13 @@ def _version_source(client: Any, model_uri: str) -> str:
     return str(client.get_logged_model(model_uri.removeprefix("models:/")).artifact_location)
 
 
-def register(client: Any, model_uri: str, run_id: str, report: dict[str, Any]) -> VersionInfo:
-    """Register ``model_uri`` (the run's logged ONNX model) as a new version with its test figures."""
+def register(client: Any, model_uri: str, run_id: str, report: Mapping[str, Any] | Any) -> VersionInfo:
+    """Register ``model_uri`` (the run's logged ONNX model) as a new version with its test figures.
+
+    ``report`` is the run's report.json content (a mapping) or its TrainReport.
+    """
+    if not isinstance(report, Mapping):
+        report = report.as_json()
     test = report.get("test", {})
     snap = report.get("data_snapshot", {}).get("test", {})
     tags = {
@@ -159,7 +173,7 @@ def register(client: Any, model_uri: str, run_id: str, report: dict[str, Any]) -
         client.get_registered_model(MODEL_NAME)
     except Exception as exc:
         if not _is_missing(exc):
-            raise
+            raise _registry_error(f"look up {MODEL_NAME}", exc) from None
         client.create_registered_model(
             MODEL_NAME, description="Heimdall RF transmitter localiser (ONNX; see docs/INFERENCE_HANDOFF.md)"
         )
@@ -181,7 +195,7 @@ def champion(client: Any) -> VersionInfo | None:
     except Exception as exc:
         if _is_missing(exc) or "alias" in str(exc).lower():
             return None
-        raise
+        raise _registry_error(f"read the {CHAMPION} alias", exc) from None
     return version_info(client, mv)
 
 
@@ -231,7 +245,7 @@ def list_versions(client: Any) -> list[VersionInfo]:
     except Exception as exc:
         if _is_missing(exc):
             return []
-        raise
+        raise _registry_error(f"list the versions of {MODEL_NAME}", exc) from None
     aliases: dict[str, list[str]] = {}
     try:
         rm = client.get_registered_model(MODEL_NAME)
@@ -239,7 +253,7 @@ def list_versions(client: Any) -> list[VersionInfo]:
             aliases.setdefault(str(ver), []).append(alias)
     except Exception as exc:
         if not _is_missing(exc):
-            raise
+            raise _registry_error(f"read the aliases of {MODEL_NAME}", exc) from None
     out = []
     for mv in versions:
         info = version_info(client, mv)

@@ -23,18 +23,19 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from heimdall.errors import HeimdallError
 from heimdall.settings import redact_text
-from heimdall.tracking.connection import TrackingTarget, experiment_id, fail
+from heimdall.tracking.connection import TrackingError, TrackingTarget, experiment_id, fail
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
 
-    from heimdall.export import OnnxLocalizer
+    from heimdall.inference.localizer import OnnxLocalizer
     from heimdall.services import Services
     from heimdall.training.config import TrainConfig
     from heimdall.training.runner import TrainResult
 
-    #: How a stored session becomes model inputs (``heimdall.predict.session_inputs``): passed in by
+    #: How a stored session becomes model inputs (``heimdall.jobs.predict.session_inputs``): passed in by
     #: the caller, so that tracking never imports the prediction layer above it.
     SessionInputsFn = Callable[[Services, str, OnnxLocalizer], Any]
 
@@ -212,7 +213,7 @@ def onnx_signature(model_path: Path) -> Any:
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import Schema, TensorSpec
 
-    from heimdall.export import OnnxLocalizer
+    from heimdall.inference.localizer import OnnxLocalizer
 
     loc = OnnxLocalizer(model_path)
     r = loc.n_receivers
@@ -239,7 +240,7 @@ def _input_example(
     """One real test session as the model reads it (None when it cannot be built)."""
     if services is None or session_inputs is None or not split.get("test"):
         return None
-    from heimdall.export import OnnxLocalizer
+    from heimdall.inference.localizer import OnnxLocalizer
 
     try:
         loc = OnnxLocalizer(model_path)
@@ -324,12 +325,15 @@ def log_onnx_model(
                 pip_requirements=["onnxruntime", "onnx", "numpy"],
             )
             client.log_model_artifacts(logged.model_id, str(local))
-    except BaseException:
+    except BaseException as exc:
         try:
             client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
-        except Exception as exc:
-            log.warning("could not mark logged model %s FAILED: %s", logged.model_id, redact_text(str(exc)))
-        raise
+        except Exception as exc2:
+            log.warning("could not mark logged model %s FAILED: %s", logged.model_id, redact_text(str(exc2)))
+        if isinstance(exc, HeimdallError) or not isinstance(exc, Exception):
+            raise  # already one line for the user, or Ctrl-C / SystemExit
+        reason = " ".join(redact_text(f"{type(exc).__name__}: {exc}").split())
+        raise TrackingError(f"cannot log the ONNX model to MLflow run {run_id}: {reason[:300]}") from None
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     return f"models:/{logged.model_id}"
 
@@ -390,10 +394,10 @@ class TrackedRun:
     ) -> str:
         """Snapshot params, final metrics, run artifacts and the ONNX model; returns the model URI.
 
-        With ``services`` and ``session_inputs`` (``heimdall.predict.session_inputs``), the first test
+        With ``services`` and ``session_inputs`` (``heimdall.jobs.predict.session_inputs``), the first test
         session, as the model reads it, is logged as the model's input example.
         """
-        report = result.report
+        report = result.report if isinstance(result.report, Mapping) else result.report.as_json()
         out = Path(result.output_dir)
         self.log_history(report.get("history", []))
         self.log_params(snapshot_params(report))

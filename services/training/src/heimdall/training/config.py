@@ -14,7 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from heimdall.atomic import check_output_dir
-from heimdall.errors import UserError
+from heimdall.errors import UserError, validation_problem, yaml_problem
 from heimdall.features import FeatureConfig
 
 MAX_EPOCHS = 100_000
@@ -174,22 +174,8 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """One line: what the YAML parser tripped on, and where."""
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        return f"{exc.problem or exc.context or 'syntax error'}{where}"
-    return " ".join(str(exc).split())
-
-
 def _format(err: ValidationError, source: str) -> str:
-    parts = []
-    for e in err.errors():
-        field = ".".join(str(x) for x in e["loc"])
-        msg = e["msg"].removeprefix("Value error, ")
-        parts.append(f"{field}: {msg}" if field else msg)
-    return f"invalid training configuration ({source}): " + "; ".join(parts)
+    return f"invalid training configuration ({source}): {validation_problem(err)}"
 
 
 def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -209,7 +195,7 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         except OSError as exc:
             raise ConfigError(f"cannot read configuration file {path}: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"configuration file {path} is not valid YAML: {_yaml_problem(exc)}") from None
+            raise ConfigError(f"configuration file {path} is not valid YAML: {yaml_problem(exc)}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"configuration file {path} must hold a mapping, got {type(loaded).__name__}")
         data = loaded or {}

@@ -24,16 +24,21 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from heimdall.atomic import atomic_write_text, check_output_dir
 from heimdall.data.arrays import DatasetError, SessionArrays, load_session_arrays
 from heimdall.data.dataset import HeimdallDataModule
-from heimdall.data.splits import ids_digest
+from heimdall.data.splits import apply_split_override, ids_digest
 from heimdall.errors import UserError
 from heimdall.evaluate.classical import WeightedCentroid, observations_from_arrays
 from heimdall.evaluate.metrics import error_summary, errors_m, uncertainty_summary
 from heimdall.evaluate.plots import plot_error_cdf, plot_loss_curves, plot_prediction_map
-from heimdall.export import InferenceGraph, export_onnx, measure_latency, onnx_parity, upload_model
+from heimdall.features import FeatureConfig
+from heimdall.inference.graph import InferenceGraph, model_metadata
+from heimdall.inference.onnx_export import export_onnx
+from heimdall.inference.publish import upload_model
+from heimdall.inference.verify import measure_latency, onnx_parity
 from heimdall.model import LocalizationNet
 from heimdall.services import Services
 from heimdall.training.config import ATTENTION_HEADS, ConfigError, TrainConfig
 from heimdall.training.module import LocalizationModule, predict_arrays
+from heimdall.training.report import TrainReport
 
 log = logging.getLogger("heimdall.training")
 
@@ -42,7 +47,7 @@ log = logging.getLogger("heimdall.training")
 class TrainResult:
     model_id: str
     output_dir: Path
-    report: dict[str, Any]
+    report: TrainReport
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -74,30 +79,6 @@ def _check_splits(arrays: SessionArrays) -> dict[str, int]:
             f"split(s) empty; simulate or import at least 3 sessions"
         )
     return counts
-
-
-def apply_split_override(arrays: SessionArrays, split_override: Mapping[str, Sequence[str]]) -> SessionArrays:
-    """Keep exactly the sessions named in ``{"train"|"val"|"test": [session ids]}``, in those splits.
-
-    Used to re-run a recorded data snapshot (``heimdall train --from-run``); sessions loaded but not
-    named are left out, and a named session that is not available is an error naming it.
-    """
-    wanted: dict[str, str] = {}
-    for split, ids in split_override.items():
-        if split not in ("train", "val", "test"):
-            raise DatasetError(f"unknown split {split!r} in the split override (expected train/val/test)")
-        for sid in ids:
-            wanted[str(sid)] = split
-    have = [str(s) for s in arrays.session_ids]
-    missing = sorted(set(wanted) - set(have))
-    if missing:
-        shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
-        raise DatasetError(
-            f"{len(missing)} session(s) of the requested split are not among the {len(have)} usable approved "
-            f"sessions of {list(arrays.datasets)} (deleted, unapproved or skipped?): {shown}"
-        )
-    sel = np.array([i for i, sid in enumerate(have) if sid in wanted], dtype=np.int64)
-    return arrays.subset(sel, np.array([wanted[have[i]] for i in sel], dtype=object))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -306,8 +287,8 @@ def run_training(
     best_path = Path(best_cb.best_model_path) if best_cb.best_model_path else last
     _load_weights(net, best_path)
     model_id = model_id or uuid.uuid4().hex
-    report = _evaluate_and_export(config, services, arrays, dm, net, out, model_id)
-    report.update(
+    figures = _evaluate_and_export(config, services, arrays, dm, net, out, model_id)
+    figures.update(
         {
             "n_train": counts["train"],
             "n_val": counts["val"],
@@ -326,8 +307,9 @@ def run_training(
             "history": module.history,
         }
     )
+    report = TrainReport.model_validate(figures)
     plot_loss_curves(module.history, out / "loss_curves.png")
-    _write_json(out / "report.json", report)
+    _write_json(out / "report.json", report.as_json())
     atomic_write_text(out / "report.md", render_report_md(report))
     return TrainResult(model_id, out, report, module.history)
 
@@ -383,6 +365,31 @@ def _evaluate_and_export(
     }
 
 
+def _raw_inputs(
+    services: Services,
+    arrays: SessionArrays,
+    indices: np.ndarray,
+    from_iq: bool,
+    feature_config: FeatureConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sessions' inputs as the inference service builds them (:func:`heimdall.inference.inputs`)."""
+    from heimdall.data.recordings import arrays_power, arrays_recordings
+    from heimdall.inference.inputs import InputSpec, batch_inputs
+
+    spec = InputSpec(
+        station_ids=arrays.network.station_ids,
+        input_kind="iq" if from_iq else "scalars",
+        n_scalars=int(arrays.scalars.shape[-1]),
+        feature_config=feature_config,
+    )
+    if from_iq:
+        recordings = arrays_recordings(services.db, services.store, arrays, indices)
+        x, mask = batch_inputs(spec, recordings=recordings)
+    else:
+        x, mask = batch_inputs(spec, power=arrays_power(arrays, indices))
+    return torch.from_numpy(x), torch.from_numpy(mask)
+
+
 def _export(
     config: TrainConfig,
     services: Services,
@@ -393,21 +400,18 @@ def _export(
     model_id: str,
 ) -> dict[str, Any]:
     """ONNX with features inside the graph when the model reads IQ; parity on the whole test split."""
-    from heimdall.data.onnx_inputs import onnx_inputs_for
-
     from_iq = arrays.has_spectrogram  # IQ data: features are computed inside the graph either way
-    graph = InferenceGraph(net, dm.stats, config.features.to_feature_config(), from_iq=from_iq).eval()
-    inputs = onnx_inputs_for(services, arrays, arrays.indices("test"), from_iq)
+    feature_config = config.features.to_feature_config()
+    graph = InferenceGraph(net, dm.stats, feature_config, from_iq=from_iq).eval()
+    inputs = _raw_inputs(services, arrays, arrays.indices("test"), from_iq, feature_config)
     example = tuple(t[:2] if t.shape[0] >= 2 else torch.cat([t, t]) for t in inputs)
-    metadata = {
-        "model_id": model_id,
-        "frame_origin_lat": repr(arrays.network.frame.origin_lat),
-        "frame_origin_lon": repr(arrays.network.frame.origin_lon),
-        "station_ids": json.dumps(list(arrays.network.station_ids)),
-        "station_names": json.dumps(list(arrays.network.names)),
-        "feature_config_hash": arrays.feature_hash,
-        "datasets": json.dumps(list(arrays.datasets)),
-    }
+    metadata = model_metadata(
+        arrays.network,
+        feature_config,
+        model_id,
+        feature_config_hash=arrays.feature_hash,
+        datasets=json.dumps(list(arrays.datasets)),
+    )
     path = export_onnx(graph, example, out / "model.onnx", metadata)
     parity = onnx_parity(path, graph, inputs)
     latency = measure_latency(path, tuple(t[:1] for t in inputs))
@@ -431,7 +435,9 @@ def _row(name: str, m: dict[str, float]) -> str:
     return f"| {name} | " + " | ".join(f"{m[c]:.0f}" for c in cols) + " |"
 
 
-def render_report_md(report: dict[str, Any]) -> str:
+def render_report_md(report: TrainReport | Mapping[str, Any]) -> str:
+    if isinstance(report, TrainReport):
+        report = report.as_json()
     t, b = report["test"], report["baselines"]["weighted_centroid"]
     o = report["onnx"]
     exponent = b["chosen"]["power_weight_exponent"]

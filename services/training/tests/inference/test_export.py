@@ -1,4 +1,5 @@
-"""Tests for heimdall.export: one-graph ONNX export, parity, metadata, serving helpers and upload."""
+"""Tests for heimdall.inference graph, onnx_export, verify, localizer and publish: one-graph ONNX export,
+parity, metadata, serving helpers and upload."""
 
 from __future__ import annotations
 
@@ -26,18 +27,13 @@ from heimdall.atomic import (
 )
 from heimdall.data.network import ReceiverNetwork
 from heimdall.data.normalization import NormStats
-from heimdall.export import (
-    InferenceGraph,
-    NotAHeimdallModelError,
-    OnnxLocalizer,
-    ellipse,
-    export_onnx,
-    measure_latency,
-    model_metadata,
-    onnx_parity,
-    upload_model,
-)
 from heimdall.features import FeatureConfig, TorchFeatureExtractor
+from heimdall.inference.contract import NotAHeimdallModelError
+from heimdall.inference.graph import InferenceGraph, model_metadata
+from heimdall.inference.localizer import OnnxLocalizer, ellipse
+from heimdall.inference.onnx_export import export_onnx
+from heimdall.inference.publish import upload_model
+from heimdall.inference.verify import measure_latency, onnx_parity
 from heimdall.model import LocalizationNet
 from heimdall.storage.objectstore import FileObjectStore, ObjectStoreError
 

@@ -17,10 +17,10 @@ from factories import make_session_record
 from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
-from heimdall import sigmf_io
 from heimdall.cli import app
-from heimdall.settings import Settings
-from heimdall.sigmf_io import (
+from heimdall.errors import UserError
+from heimdall.ingest import sigmf_read, sigmf_store
+from heimdall.ingest.sigmf import (
     DEFAULT_DATASET,
     EXTENSION,
     SESSION_ID,
@@ -32,15 +32,16 @@ from heimdall.sigmf_io import (
     export_session_sigmf,
     import_sigmf,
 )
+from heimdall.ingest.simulated import session_record
+from heimdall.settings import Settings
 from heimdall.simulate.scenario import load_scenario
 from heimdall.simulate.session import simulate_sessions
 from heimdall.storage.database import Database, open_database
 from heimdall.storage.iq import load_iq
 from heimdall.storage.objectstore import FileObjectStore, ObjectStore, S3ObjectStore
-from heimdall.storage.queries import StoredSession, get_session, list_sessions
+from heimdall.storage.queries import SessionNotFoundError, StoredSession, get_session, list_sessions
 from heimdall.storage.recordings import RecordingWriteError, write_sessions
 from heimdall.storage.schema import RecordingSession, WebSDRStation
-from heimdall.storage.simulated import session_record
 
 BUCKET = "heimdall-raw-iq"
 TORINO = (45.044, 7.672)  # station 3 of the seeded network
@@ -496,8 +497,9 @@ def test_failed_write_removes_the_stations_it_added(target, tmp_path: Path) -> N
 
 def test_export_unknown_session_and_missing_iq(tmp_path: Path) -> None:
     db, store = _embedded(tmp_path / "a")
-    with pytest.raises(InterchangeError, match="no recording session with id"):
+    with pytest.raises(SessionNotFoundError, match="no recording session with id") as unknown:
         export_session_sigmf(db, store, uuid.uuid4(), tmp_path / "out")
+    assert isinstance(unknown.value, UserError) and not isinstance(unknown.value, InterchangeError)
     record = make_session_record(0)
     write_sessions(db, store, BUCKET, [record])
     store.delete(BUCKET, f"sessions/{record.acquisition_task_id}/websdr_3.npy")
@@ -600,7 +602,7 @@ def _stall_first_load(monkeypatch: pytest.MonkeyPatch, parties: int) -> list[int
 
     Returns the list that counts the loads (one per importer, plus one per retry)."""
     barrier = threading.Barrier(parties, timeout=30)
-    original = sigmf_io._Stations.load.__func__
+    original = sigmf_store._Stations.load.__func__
     state = threading.local()
     loads: list[int] = []
 
@@ -612,7 +614,7 @@ def _stall_first_load(monkeypatch: pytest.MonkeyPatch, parties: int) -> list[int
             barrier.wait()
         return stations
 
-    monkeypatch.setattr(sigmf_io._Stations, "load", classmethod(load))
+    monkeypatch.setattr(sigmf_store._Stations, "load", classmethod(load))
     return loads
 
 
@@ -672,14 +674,14 @@ def test_concurrent_imports_of_the_same_new_station_share_it(tmp_path: Path, mon
 
 def test_failed_import_keeps_stations_other_writers_use(target, tmp_path: Path, monkeypatch) -> None:
     db, store = target
-    real_write = sigmf_io.write_sessions
+    real_write = sigmf_store.write_sessions
 
     def other_writer_commits_first(db_, store_, bucket, records):
         # a concurrent importer matched our new station 8 and committed a session on it
         real_write(db_, store_, bucket, [make_session_record(5, stations=(8,))])
         raise RecordingWriteError("simulated failure of this import")
 
-    monkeypatch.setattr(sigmf_io, "write_sessions", other_writer_commits_first)
+    monkeypatch.setattr(sigmf_store, "write_sessions", other_writer_commits_first)
     with pytest.raises(RecordingWriteError, match="simulated"):
         import_sigmf(db, store, BUCKET, [_foreign(tmp_path, "a", FAR)], truth=Truth(45, 7))
     assert _count(db, WebSDRStation) == 8 and _count(db, RecordingSession) == 1  # station 8 kept
@@ -687,7 +689,7 @@ def test_failed_import_keeps_stations_other_writers_use(target, tmp_path: Path, 
 
 def test_failed_import_keeps_a_station_a_concurrent_writer_inserted(target, tmp_path: Path, monkeypatch):
     db, store = target
-    original = sigmf_io._Stations.load.__func__
+    original = sigmf_store._Stations.load.__func__
 
     def load_then_other_inserts(cls, db_):
         stations = original(cls, db_)
@@ -695,12 +697,71 @@ def test_failed_import_keeps_a_station_a_concurrent_writer_inserted(target, tmp_
             q.execute(insert(WebSDRStation).values(id=8, name="rx a", latitude=FAR[0], longitude=FAR[1]))
         return stations
 
-    monkeypatch.setattr(sigmf_io._Stations, "load", classmethod(load_then_other_inserts))
+    monkeypatch.setattr(sigmf_store._Stations, "load", classmethod(load_then_other_inserts))
 
     def fail(*_args: object) -> None:
         raise OSError("object store unavailable")
 
-    monkeypatch.setattr(sigmf_io, "write_sessions", fail)
+    monkeypatch.setattr(sigmf_store, "write_sessions", fail)
     with pytest.raises(OSError):
         import_sigmf(db, store, BUCKET, [_foreign(tmp_path, "a", FAR)], truth=Truth(45, 7))
     assert _count(db, WebSDRStation) == 8  # not inserted by this import: not removed by its clean-up
+
+
+# --------------------------------------------------------------------------- file system failures
+
+
+def test_export_into_an_unusable_folder_is_a_user_error(tmp_path: Path, monkeypatch) -> None:
+    db, store = _embedded(tmp_path / "a")
+    record = make_session_record(0)
+    write_sessions(db, store, BUCKET, [record])
+    blocked = tmp_path / "a-file"
+    blocked.write_text("in the way")
+    with pytest.raises(UserError, match="cannot write the SigMF export into") as err:
+        export_session_sigmf(db, store, record.id, blocked / "out")  # mkdir under a file
+    assert str(blocked / "out") in str(err.value) and not isinstance(err.value, InterchangeError)
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sigmf.SigMFFile, "tofile", disk_full)
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="No space left on device") as err:
+        export_session_sigmf(db, store, record.id, out)
+    assert str(out) in str(err.value)
+    assert list(out.iterdir()) == []  # the hidden scratch folder is gone too
+    db.dispose()
+
+
+def test_cli_export_disk_failure_exits_2(embedded_env: Path, tmp_path: Path, monkeypatch) -> None:
+    runner = CliRunner()
+    assert runner.invoke(app, ["simulate", "--sessions", "1", "--seed", "3", "--no-progress"]).exit_code == 0
+    db = open_database(Settings().resolved_database_url)
+    first = list_sessions(db, ["sim:nw-italy-v1"])[0]
+    db.dispose()
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sigmf.SigMFFile, "tofile", disk_full)
+    res = runner.invoke(app, ["export", "sigmf", str(first.id), str(tmp_path / "x")])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1, res.output
+    assert "cannot write the SigMF export into" in res.output and str(tmp_path / "x") in res.output
+
+
+def test_unreadable_data_file_is_a_user_error(target, tmp_path: Path, monkeypatch) -> None:
+    db, store = target
+    meta = _foreign(tmp_path / "in", "x")
+    real_open = open
+
+    def refuse(file, *args, **kwargs):
+        if str(file).endswith(".sigmf-data"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(sigmf_read, "open", refuse, raising=False)  # the checksum's read of the data file
+    with pytest.raises(UserError, match=r"cannot read the data file .*Permission denied") as err:
+        import_sigmf(db, store, BUCKET, [meta])
+    assert str(meta) in str(err.value)
+    assert _count(db, RecordingSession) == 0

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from heimdall import sigmf_io
-from heimdall.sigmf_io import SUPPORTED_DATATYPES, InterchangeError, Truth, import_sigmf, read_recording
+from heimdall.ingest import sigmf_format
+from heimdall.ingest.sigmf import SUPPORTED_DATATYPES, InterchangeError, Truth, import_sigmf, read_recording
 from heimdall.storage.database import open_database
 from heimdall.storage.objectstore import FileObjectStore
 from heimdall.storage.recordings import RecordingWriteError
@@ -54,7 +54,7 @@ GLOBAL_KEYS = [
     "core:extensions",
     *(
         v
-        for k, v in vars(sigmf_io).items()
+        for k, v in vars(sigmf_format).items()
         if k.isupper() and isinstance(v, str) and v.startswith("heimdall:")
     ),
 ]

@@ -19,22 +19,25 @@ import torch
 from sqlalchemy import func, insert, select
 from typer.testing import CliRunner
 
-from heimdall import powder as powder_module
 from heimdall.cli import app
 from heimdall.data.arrays import MOVING_SCALAR_NAMES, DatasetError, load_session_arrays
 from heimdall.data.network import ReceiverNetwork
 from heimdall.data.normalization import NormStats
 from heimdall.data.splits import VAL_BLOCK_SESSIONS, notes_split, split_sessions
-from heimdall.export import InferenceGraph, OnnxLocalizer, export_onnx, model_metadata
+from heimdall.errors import UserError
 from heimdall.features import SCALAR_NAMES, FeatureConfig
-from heimdall.model import LocalizationNet
-from heimdall.powder import (
+from heimdall.inference.graph import InferenceGraph, model_metadata
+from heimdall.inference.localizer import OnnxLocalizer
+from heimdall.inference.onnx_export import export_onnx
+from heimdall.ingest import powder as powder_module
+from heimdall.ingest.powder import (
     ABSENT_RSS,
     GPS_ERROR_M,
     STATION_PREFIX,
     PowderImportError,
     import_powder,
 )
+from heimdall.model import LocalizationNet
 from heimdall.services import Services, open_services
 from heimdall.settings import Settings
 from heimdall.stations import NW_ITALY_STATIONS
@@ -43,7 +46,7 @@ from heimdall.storage.schema import Measurement, RecordingSession, WebSDRStation
 from heimdall.training.config import load_config
 from heimdall.training.runner import run_training
 
-POWDER_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "powder-462.7"
+POWDER_DIR = Path(__file__).resolve().parents[4].parent / "shared" / "datasets" / "powder-462.7"
 CSV_PATH = POWDER_DIR / "single_tx.csv"
 needs_powder = pytest.mark.skipif(
     not CSV_PATH.is_file(),
@@ -82,7 +85,7 @@ def powder(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def raw() -> dict:
-    """The CSV and the test sets read independently of heimdall.powder."""
+    """The CSV and the test sets read independently of heimdall.ingest.powder."""
     with CSV_PATH.open(newline="") as f:
         rows = list(csv.DictReader(f))
     rss_cols = [
@@ -680,9 +683,25 @@ def test_training_smoke_on_powder(powder, tmp_path: Path) -> None:
     rep = result.report
     sessions = list_sessions(powder.services.db, ["powder"], limit=600)
     n_test = sum(json.loads(s.notes)["powder_random"] == "test" for s in sessions)
-    assert rep["n_test"] == n_test > 0 and rep["n_val"] > 0
-    assert rep["n_train"] + rep["n_val"] + rep["n_test"] == 600
-    assert np.isfinite(rep["test"]["median_error_m"]) and rep["onnx"]["max_position_diff_m"] < 1.0
+    assert rep.n_test == n_test > 0 and rep.n_val > 0
+    assert rep.n_train + rep.n_val + rep.n_test == 600
+    assert np.isfinite(rep.test.median_error_m) and rep.onnx.max_position_diff_m < 1.0
     split = json.loads((result.output_dir / "split.json").read_text())
     by_id = {str(s.id): json.loads(s.notes)["powder_random"] for s in sessions}
     assert all(by_id[i] == "test" for i in split["test"]) and all(by_id[i] == "train" for i in split["val"])
+
+
+def test_a_path_that_cannot_be_examined_is_a_user_error(
+    empty: Services, embedded_env: Path, tmp_path: Path
+) -> None:
+    """stat() failing with any OSError (here: a file where a folder should be) names the path, exit 2."""
+    (tmp_path / "a-file").write_text("not a folder")
+    path = tmp_path / "a-file" / "single_tx.csv"
+    with pytest.raises(UserError, match="cannot read its size") as err:
+        _import(empty, path)
+    assert str(tmp_path / "a-file") in str(err.value) and "\n" not in str(err.value)
+    assert _counts(empty) == (0, 0, 7)
+    r = runner.invoke(app, ["import", "powder", str(path)])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert "cannot read its size" in r.output and "a-file" in r.output

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from heimdall.powder import PowderImportError, import_powder, read_powder
+from heimdall.ingest.powder import PowderImportError, import_powder, read_powder
 from heimdall.services import open_services
 from heimdall.settings import Settings
 from heimdall.storage.recordings import RecordingWriteError

@@ -1,0 +1,55 @@
+"""The ONNX I/O contract of a Heimdall ``model.onnx``: names, version, metadata keys and bounds."""
+
+from __future__ import annotations
+
+import re
+
+from heimdall.errors import UserError
+
+__all__ = [
+    "CONTRACT_VERSION",
+    "IQ_INPUT_NAMES",
+    "MAX_BATCH",
+    "MAX_RECEIVERS",
+    "MAX_SAMPLES",
+    "OUTPUT_NAMES",
+    "REQUIRED_CALLER_KEYS",
+    "RESERVED_KEYS",
+    "SCALAR_INPUT_NAMES",
+    "NotAHeimdallModelError",
+    "check_model_id",
+]
+
+#: Version of the ONNX I/O contract below; bump on any change of input/output names, shapes or units.
+CONTRACT_VERSION = "1"
+OUTPUT_NAMES: tuple[str, str] = ("position_enu_m", "covariance_enu_m2")
+IQ_INPUT_NAMES: tuple[str, str] = ("iq", "receiver_mask")
+SCALAR_INPUT_NAMES: tuple[str, str] = ("scalars", "receiver_mask")
+
+#: Metadata keys written by :func:`~heimdall.inference.onnx_export.export_onnx` itself (callers may not).
+RESERVED_KEYS = frozenset(
+    {"heimdall_onnx_contract", "inputs_doc", "outputs_doc", "input_kind", "n_receivers", "n_samples"}
+)
+#: Metadata keys the caller must supply: without them a prediction cannot be placed on the map.
+REQUIRED_CALLER_KEYS = ("frame_origin_lat", "frame_origin_lon", "station_ids")
+MAX_BATCH = 65536
+#: Bounds on what a model's metadata may ask a caller to allocate per session (64 MiB of IQ per receiver).
+MAX_RECEIVERS = 4096
+MAX_SAMPLES = 64 * 1024 * 1024 // 8  # float32 I and Q: 8 bytes per sample
+
+_MODEL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+class NotAHeimdallModelError(UserError):
+    """The ONNX file lacks the metadata of ``export_onnx`` (or has an unknown contract version)."""
+
+
+def check_model_id(model_id: str) -> str:
+    if not isinstance(model_id, str) or not _MODEL_ID_RE.match(model_id):
+        raise ValueError(f"invalid model_id {model_id!r}: use 1-128 characters of [A-Za-z0-9_-]")
+    return model_id
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,236 @@
+"""A Heimdall ``model.onnx`` and its metadata: predict in metres, convert to latitude/longitude.
+
+Needs only numpy, onnxruntime and :mod:`heimdall.geo` at run time: everything a prediction needs —
+receiver order and positions, frame origin, input length, feature configuration, covariance
+calibration — is read from the file's metadata (see :func:`~heimdall.inference.graph.model_metadata`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from heimdall.errors import PathNotFoundError
+from heimdall.features import SCALAR_NAMES, FeatureConfig
+from heimdall.geo import LocalFrame
+from heimdall.inference.contract import (
+    CONTRACT_VERSION,
+    IQ_INPUT_NAMES,
+    MAX_RECEIVERS,
+    MAX_SAMPLES,
+    OUTPUT_NAMES,
+    REQUIRED_CALLER_KEYS,
+    SCALAR_INPUT_NAMES,
+    NotAHeimdallModelError,
+    first_line,
+)
+from heimdall.inference.inputs import InputSpec
+
+__all__ = ["OnnxLocalizer", "ellipse", "ort_session"]
+
+
+def ort_session(model: str | Path | bytes, threads: int | None = None) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    source = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types derive from Exception only
+        where = "<bytes>" if isinstance(model, bytes) else str(model)
+        if not isinstance(model, bytes) and not Path(model).is_file():
+            raise PathNotFoundError(f"model {where} does not exist") from None
+        raise NotAHeimdallModelError(
+            f"{where} is not a readable ONNX model (truncated, or not ONNX at all): {first_line(exc)}"
+        ) from None
+
+
+def ellipse(
+    cov: ArrayLike, n_sigma: float = 1.0
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Error ellipse of ENU covariances ``(..., 2, 2)`` (m², axes east, north).
+
+    Returns ``(semi_major_m, semi_minor_m, orientation_deg)``: semi-axes are ``n_sigma·sqrt(λ)`` of the
+    eigenvalues; the orientation is the azimuth of the major axis in degrees **clockwise from north**
+    (0 = north-south, 90 = east-west), folded into [0, 180) since an axis has no direction. A 1-sigma
+    ellipse holds 39.3 % of a 2-D Gaussian; ``n_sigma=2.4477`` gives 95 %.
+    """
+    c = np.asarray(cov, dtype=np.float64)
+    if c.shape[-2:] != (2, 2):
+        raise ValueError(f"cov must have shape (..., 2, 2), got {c.shape}")
+    if n_sigma <= 0:
+        raise ValueError(f"n_sigma must be > 0, got {n_sigma}")
+    ee, nn_, en = c[..., 0, 0], c[..., 1, 1], 0.5 * (c[..., 0, 1] + c[..., 1, 0])
+    vals, vecs = np.linalg.eigh(np.stack([np.stack([ee, en], -1), np.stack([en, nn_], -1)], -2))
+    major = vecs[..., :, 1]  # eigh sorts ascending: column 1 is the major axis (east, north)
+    azimuth = np.degrees(np.arctan2(major[..., 0], major[..., 1])) % 180.0
+    azimuth = np.where(np.isclose(azimuth, 180.0), 0.0, azimuth)
+    semi = n_sigma * np.sqrt(np.clip(vals, 0.0, None))
+    return semi[..., 1], semi[..., 0], azimuth
+
+
+class OnnxLocalizer:
+    """A Heimdall ``model.onnx`` plus its metadata: predict in metres, convert to latitude/longitude.
+
+    Needs only numpy, onnxruntime and :mod:`heimdall.geo` at run time. ``threads`` (default 1, the
+    budget the latency figures assume) sets ONNX Runtime's intra- and inter-op threads.
+
+    Besides the contract keys it reads ``receivers`` (ids, names, latitude/longitude/altitude, when the
+    file has them) and ``calibration`` (``covariance_scale``, 1.0 when absent): :meth:`predict` returns
+    the network's covariance as is; :func:`~heimdall.inference.formats.predict_session` applies the scale.
+    """
+
+    def __init__(self, model: str | Path | bytes, threads: int | None = 1) -> None:
+        self.session = ort_session(model, threads=threads)
+        meta: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
+        where = "<bytes>" if isinstance(model, bytes) else str(model)
+        required = ["heimdall_onnx_contract", "input_kind", "n_receivers", *REQUIRED_CALLER_KEYS]
+        missing = [k for k in required if k not in meta]
+        if missing:
+            raise NotAHeimdallModelError(f"{where} is not a Heimdall model: metadata lacks {missing}")
+        if meta["heimdall_onnx_contract"] != CONTRACT_VERSION:
+            raise NotAHeimdallModelError(
+                f"{where} uses ONNX contract {meta['heimdall_onnx_contract']!r}, "
+                f"this code reads {CONTRACT_VERSION!r}"
+            )
+        self.metadata = meta
+        self.input_kind: str = meta["input_kind"]
+        try:
+            self.n_receivers = int(meta["n_receivers"])
+            self.n_samples: int | None = int(meta["n_samples"]) if "n_samples" in meta else None
+            self.station_ids: tuple[int, ...] = tuple(int(s) for s in json.loads(meta["station_ids"]))
+            names = json.loads(meta.get("station_names", "null"))
+            self.station_names: tuple[str, ...] | None = tuple(names) if names is not None else None
+            self.frame = LocalFrame(float(meta["frame_origin_lat"]), float(meta["frame_origin_lon"]))
+        except (TypeError, ValueError) as exc:
+            raise NotAHeimdallModelError(f"{where}: malformed Heimdall metadata: {exc}") from None
+        self.model_id: str | None = meta.get("model_id")
+        if not 1 <= self.n_receivers <= MAX_RECEIVERS or len(self.station_ids) != self.n_receivers:
+            raise NotAHeimdallModelError(
+                f"{where}: metadata n_receivers={self.n_receivers} with {len(self.station_ids)} station_ids "
+                f"(need 1..{MAX_RECEIVERS}, one id per receiver)"
+            )
+        if self.n_samples is not None and not 1 <= self.n_samples <= MAX_SAMPLES:
+            raise NotAHeimdallModelError(
+                f"{where}: metadata n_samples={self.n_samples} is outside 1..{MAX_SAMPLES} "
+                "(at most 64 MiB of float32 IQ per receiver)"
+            )
+        self._input_names = [i.name for i in self.session.get_inputs()]
+        expected = list(IQ_INPUT_NAMES if self.input_kind == "iq" else SCALAR_INPUT_NAMES)
+        if self._input_names != expected:
+            raise NotAHeimdallModelError(
+                f"{where}: input_kind {self.input_kind!r} needs inputs {expected}, "
+                f"the graph has {self._input_names}"
+            )
+        try:
+            self.receivers: tuple[dict[str, Any], ...] | None = (
+                tuple(dict(r) for r in json.loads(meta["receivers"])) if "receivers" in meta else None
+            )
+            calibration = json.loads(meta.get("calibration", "{}"))
+            self.calibration: dict[str, Any] = dict(calibration)
+            self.covariance_scale = float(calibration.get("covariance_scale", 1.0))
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise NotAHeimdallModelError(f"{where}: malformed Heimdall metadata: {exc}") from None
+        if self.receivers is not None and [r.get("station_id") for r in self.receivers] != list(
+            self.station_ids
+        ):
+            raise NotAHeimdallModelError(f"{where}: metadata receivers do not follow station_ids")
+        if not (np.isfinite(self.covariance_scale) and self.covariance_scale > 0):
+            raise NotAHeimdallModelError(
+                f"{where}: calibration covariance_scale={self.covariance_scale} is not a finite number > 0"
+            )
+
+    @property
+    def n_scalars(self) -> int:
+        """Width S of a power-only model's ``scalars (B, R, S)`` input (4, or 6 for moving receivers)."""
+        n = self.session.get_inputs()[0].shape[2] if self.input_kind != "iq" else None
+        return n if isinstance(n, int) else len(SCALAR_NAMES)
+
+    def feature_config(self) -> FeatureConfig:
+        """The feature configuration the model was trained with (needed to compute a power-only model's
+        scalars from IQ; an IQ model computes its features inside the graph)."""
+        meta = self.metadata
+        if "feature_config" in meta:
+            try:
+                return FeatureConfig(**json.loads(meta["feature_config"]))
+            except (TypeError, ValueError) as exc:
+                raise NotAHeimdallModelError(
+                    f"model {self.model_id}: malformed feature_config metadata: {exc}"
+                ) from None
+        cfg = FeatureConfig()
+        if meta.get("feature_config_hash") not in (None, cfg.config_hash()):
+            raise NotAHeimdallModelError(
+                "this power-only model was trained with non-default feature settings that its metadata "
+                "does not record; compute its scalars with the training feature configuration"
+            )
+        return cfg
+
+    def input_spec(self, *, features: bool = True) -> InputSpec:
+        """What :func:`heimdall.inference.inputs.model_inputs` needs to build this model's inputs.
+
+        A power-only model fed IQ needs its feature configuration (``features=True``, the default);
+        ``features=False`` skips reading it, for power rows only.
+        """
+        scalars_from_iq = self.input_kind != "iq" and features
+        return InputSpec(
+            station_ids=self.station_ids,
+            input_kind=self.input_kind,
+            n_samples=self.n_samples,
+            n_scalars=self.n_scalars,
+            feature_config=self.feature_config() if scalars_from_iq else None,
+        )
+
+    def _prepare(self, inputs: ArrayLike) -> NDArray[np.float32]:
+        x = np.asarray(inputs)
+        if self.input_kind == "iq" and np.iscomplexobj(x):  # (B, R, T) complex → (B, R, 2, T)
+            x = np.stack([x.real, x.imag], axis=-2)
+        x = x.astype(np.float32, copy=False)
+        tail = (2, self.n_samples) if self.input_kind == "iq" else (self.n_scalars,)
+        if x.ndim != 2 + len(tail) or x.shape[1] != self.n_receivers:
+            got = x.shape[1] if x.ndim >= 2 else "no receiver axis"
+            raise ValueError(
+                f"model expects {self.n_receivers} receivers (stations {list(self.station_ids)}), got {got} "
+                f"(input shape {x.shape}, expected (B, {self.n_receivers}, {', '.join(map(str, tail))}))"
+            )
+        if x.shape[2:] != tail:
+            raise ValueError(f"input shape {x.shape} does not match (B, {self.n_receivers}, {tail})")
+        return np.ascontiguousarray(x)
+
+    def predict(
+        self, inputs: ArrayLike, receiver_mask: ArrayLike
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """IQ ``(B, R, 2, T)`` float or ``(B, R, T)`` complex, or scalars ``(B, R, 4)``, plus mask ``(B, R)``.
+
+        Returns ``position_enu_m`` (B, 2) and ``covariance_enu_m2`` (B, 2, 2), float64.
+        """
+        x = self._prepare(inputs)
+        mask = np.asarray(receiver_mask).astype(np.float32)
+        if mask.shape != x.shape[:2]:
+            raise ValueError(
+                f"receiver_mask must have shape {x.shape[:2]} (B, {self.n_receivers} receivers), "
+                f"got {mask.shape}"
+            )
+        position, covariance = self.session.run(
+            list(OUTPUT_NAMES), dict(zip(self._input_names, (x, mask), strict=True))
+        )
+        return position.astype(np.float64), covariance.astype(np.float64)
+
+    def to_latlon(self, position_enu_m: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """(…, 2) metres east/north of the model's frame → (lat, lon) WGS-84 degrees, float64."""
+        return self.frame.to_latlon(np.asarray(position_enu_m, dtype=np.float64))
+
+    @staticmethod
+    def ellipse(
+        cov: ArrayLike, n_sigma: float = 1.0
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """See :func:`ellipse`."""
+        return ellipse(cov, n_sigma)
+

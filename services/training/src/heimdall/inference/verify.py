@@ -1,0 +1,91 @@
+"""Check an exported model against PyTorch, and time it on one core."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import ArrayLike, NDArray
+from torch import Tensor
+
+from heimdall.inference.contract import OUTPUT_NAMES
+from heimdall.inference.graph import InferenceGraph
+from heimdall.inference.localizer import ort_session
+
+__all__ = ["measure_latency", "onnx_parity"]
+
+
+def _as_f32(x: Tensor | ArrayLike) -> NDArray[np.float32]:
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().numpy()
+    return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+
+
+def onnx_parity(
+    path: Path,
+    graph: InferenceGraph,
+    inputs: Sequence[Tensor | ArrayLike],
+    chunk_size: int = 256,
+) -> dict[str, float]:
+    """Run ONNX Runtime and PyTorch on the same inputs (e.g. a whole test split, in chunks).
+
+    ``max_position_diff_m``: largest Euclidean distance between the two positions (metres).
+    ``max_covariance_rel_diff``: largest ``‖Σ_onnx − Σ_torch‖_F / ‖Σ_torch‖_F`` per session (a
+    per-element ratio would blow up on near-zero off-diagonal terms).
+    """
+    session = ort_session(path)
+    names = [i.name for i in session.get_inputs()]
+    arrays = [_as_f32(x) for x in inputs]
+    if len(arrays) != len(names):
+        raise ValueError(f"the model takes inputs {names}, got {len(arrays)} arrays")
+    n = arrays[0].shape[0]
+    max_pos = max_cov = 0.0
+    graph.eval()
+    for start in range(0, n, chunk_size):
+        chunk = [a[start : start + chunk_size] for a in arrays]
+        pos_o, cov_o = session.run(list(OUTPUT_NAMES), dict(zip(names, chunk, strict=True)))
+        with torch.no_grad():
+            pos_t, cov_t = (t.double().numpy() for t in graph(*(torch.from_numpy(c) for c in chunk)))
+        dist = np.linalg.norm(pos_o.astype(np.float64) - pos_t, axis=-1)
+        rel = np.linalg.norm(cov_o.astype(np.float64) - cov_t, axis=(-2, -1)) / np.linalg.norm(
+            cov_t, axis=(-2, -1)
+        )
+        max_pos = max(max_pos, float(np.max(dist)))
+        max_cov = max(max_cov, float(np.max(rel)))
+    return {"max_position_diff_m": max_pos, "max_covariance_rel_diff": max_cov, "n_sessions": float(n)}
+
+
+def measure_latency(
+    path: Path,
+    single_inputs: Sequence[Tensor | ArrayLike],
+    runs: int = 200,
+    warmup: int = 20,
+    threads: int = 1,
+) -> dict[str, float]:
+    """Wall time of one ONNX Runtime call on one core (``threads`` intra- and inter-op threads).
+
+    ``single_inputs`` is one session (B=1); one ORT session is built per call, warmed up ``warmup``
+    times, then ``runs`` calls are timed. Medians are reported because scheduler hiccups skew means.
+    """
+    if runs < 1 or warmup < 0:
+        raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    session = ort_session(path, threads=threads)
+    names = [i.name for i in session.get_inputs()]
+    feeds = dict(zip(names, (_as_f32(x) for x in single_inputs), strict=True))
+    for _ in range(warmup):
+        session.run(None, feeds)
+    times = np.empty(runs)
+    for k in range(runs):
+        t0 = time.perf_counter()
+        session.run(None, feeds)
+        times[k] = time.perf_counter() - t0
+    times_ms = times * 1e3
+    return {
+        "p50_ms": float(np.percentile(times_ms, 50)),
+        "p90_ms": float(np.percentile(times_ms, 90)),
+        "mean_ms": float(np.mean(times_ms)),
+    }
+

@@ -1,0 +1,114 @@
+"""Evaluate a model (``heimdall evaluate``): resolve it to local files, then run the evaluation core.
+
+The model is a training output folder, a model.onnx path or an MLflow URI (``models:/NAME@ALIAS``,
+``runs:/…``); an MLflow model whose folder lacks split.json/network.json gets them from the training
+run that logged it (its model id). :func:`heimdall.evaluate.job.evaluate` does the rest on local files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from heimdall.atomic import check_output_dir, removed_on_failure
+from heimdall.errors import UserError
+from heimdall.evaluate.job import EvaluationError, ModelFiles
+from heimdall.evaluate.job import evaluate as evaluate_files
+from heimdall.services import Services, open_services
+from heimdall.settings import Settings
+
+
+class EvaluateRequest(BaseModel):
+    """The options of ``heimdall evaluate``."""
+
+    model: str
+    split: str = "test"
+    output_dir: Path = Path("evaluation")
+    outage: bool = True
+    oracle: bool = True
+    outage_sessions: int | None = None
+
+
+class MethodSummary(BaseModel):
+    """One method's headline figures on the split (all of them are in ``evaluation``)."""
+
+    rmse_m: float
+    median_error_m: float
+
+
+class EvaluateOutcome(BaseModel):
+    """The evaluation: headline figures per method, where the report is, and the full evaluation.json."""
+
+    model_id: str
+    output_dir: Path
+    report: Path  # evaluation.md
+    methods: dict[str, MethodSummary]
+    evaluation: dict[str, Any]  # evaluation.json
+
+
+def resolve_model_files(model: str, settings: Settings, workdir: Path) -> ModelFiles:
+    """model.onnx plus the split.json and network.json of the run that made it, as local files."""
+    from heimdall.jobs.predict import is_mlflow_uri, resolve_model
+
+    onnx_path = resolve_model(model, settings, dst=workdir / "model")
+    split, network = onnx_path.parent / "split.json", onnx_path.parent / "network.json"
+    if (not split.is_file() or not network.is_file()) and is_mlflow_uri(model):
+        from heimdall.inference.localizer import OnnxLocalizer
+        from heimdall.tracking.models import download_run_artifacts
+
+        run_id = OnnxLocalizer(onnx_path).model_id
+        split, network = download_run_artifacts(
+            settings, run_id, ("split.json", "network.json"), workdir / "run"
+        )
+    for f in (split, network):
+        if not f.is_file():
+            raise EvaluationError(f"{f.name} of model {model} not found beside {onnx_path}")
+    return ModelFiles(onnx_path, split, network, model)
+
+
+def evaluate_with(
+    request: EvaluateRequest, services: Services, progress: Callable[[str], None] | None = None
+) -> EvaluateOutcome:
+    """The evaluation with services already open (a worker that keeps them)."""
+    out = request.output_dir
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create --output-dir {out}: {exc.strerror or exc}") from None
+    files = resolve_model_files(request.model, services.settings, out)
+    result = evaluate_files(
+        files,
+        services,
+        out,
+        request.split,
+        request.outage,
+        request.oracle,
+        progress=progress,
+        outage_sessions=request.outage_sessions,
+    )
+    return EvaluateOutcome(
+        model_id=str(result["model_id"]),
+        output_dir=out,
+        report=out / "evaluation.md",
+        methods={
+            name: MethodSummary(rmse_m=m["rmse_m"], median_error_m=m["median_error_m"])
+            for name, m in result["methods"].items()
+        },
+        evaluation=result,
+    )
+
+
+def evaluate(
+    request: EvaluateRequest, settings: Settings, progress: Callable[[str], None] | None = None
+) -> EvaluateOutcome:
+    """Evaluate ``request.model`` on its recorded split; a failed evaluation leaves no half-written folder."""
+    check_output_dir(request.output_dir)
+    services = open_services(settings)
+    try:
+        with removed_on_failure(request.output_dir):
+            return evaluate_with(request, services, progress)
+    finally:
+        services.close()

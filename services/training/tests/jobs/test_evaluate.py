@@ -1,0 +1,35 @@
+"""heimdall.jobs.evaluate: a local model folder resolved and evaluated; the CLI prints the same figures."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from heimdall.cli import app
+
+
+def test_outcome_matches_evaluation_json(pipeline) -> None:
+    out = pipeline.evaluated
+    on_disk = json.loads((out.output_dir / "evaluation.json").read_text())
+    assert out.model_id == pipeline.trained.model_id == on_disk["model_id"]
+    assert out.report == out.output_dir / "evaluation.md" and out.report.is_file()
+    assert set(out.methods) == set(on_disk["methods"]) >= {"model", "weighted_centroid", "knn_fingerprint"}
+    for name, m in out.methods.items():
+        assert m.rmse_m == on_disk["methods"][name]["rmse_m"]
+    assert "outage" not in on_disk and "bayes_oracle" not in on_disk["methods"]
+
+
+def test_cli_prints_the_outcome(cli_env, tmp_path) -> None:
+    model = str(cli_env.root / "model")
+    r = CliRunner().invoke(
+        app, ["evaluate", "--model", model, "--output-dir", str(tmp_path / "e"), "--no-outage", "--no-oracle"]
+    )
+    assert r.exit_code == 0, r.output
+    expected = [
+        f"{name:>20}: RMSE {m.rmse_m:9.0f} m  median {m.median_error_m:9.0f} m"
+        for name, m in cli_env.evaluated.methods.items()
+    ]
+    printed = [line for line in r.output.splitlines() if ": RMSE " in line]
+    assert printed == expected
+    assert f"evaluation: {tmp_path / 'e' / 'evaluation.md'}" in r.output
