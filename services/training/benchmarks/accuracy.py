@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from heimdall.evaluate.report import EvaluationReport
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine
@@ -116,14 +118,14 @@ def reading_notes() -> list[str]:
     rnd, grd = load("powder-random"), load("powder-grid")
     if not (main and small):
         return []
-    m10, m1 = main[1]["methods"]["model"], small[1]["methods"]["model"]
-    o = main[1]["methods"]["bayes_oracle"]
+    m10, m1 = main[1].methods["model"], small[1].methods["model"]
+    o = main[1].methods["bayes_oracle"]
     lines = [
         "## Reading these results",
         "",
-        f"- **Gap to the oracle.** The model reaches ×{m10['rmse_m'] / o['rmse_m']:.3f} of the oracle RMSE with 10k "
-        f"sessions and ×{m1['rmse_m'] / o['rmse_m']:.3f} with 1k: ten times more data buys only "
-        f"{(m1['rmse_m'] - m10['rmse_m']) / 1000:.1f} km. The oracle knows each receiver's static shadowing field "
+        f"- **Gap to the oracle.** The model reaches ×{m10.rmse_m / o.rmse_m:.3f} of the oracle RMSE with 10k "
+        f"sessions and ×{m1.rmse_m / o.rmse_m:.3f} with 1k: ten times more data buys only "
+        f"{(m1.rmse_m - m10.rmse_m) / 1000:.1f} km. The oracle knows each receiver's static shadowing field "
         "exactly (σ 7 dB, 4 km correlation over a ~190 × 160 km area: ≈ 1,900 cells of (4 km)² per receiver "
         "and band); the network must learn it from ≈ 5 sessions per cell at 145 MHz and ≈ 1 at 433 MHz, each "
         "blurred by 3 dB dynamic shadowing and an unknown transmit power, so it learns the smooth path-loss "
@@ -131,22 +133,22 @@ def reading_notes() -> list[str]:
         "(attention vs mean pooling, full vs diagonal covariance change RMSE by < 2 %), is what limits "
         "the 1.05 × RMSE and 1.10 × median targets. The same limit shows under outage, largest when an edge "
         "receiver (Milano - Baggio, Montanaro) is removed and the rest of the geometry depends on its terrain.",
-        f"- **Calibration.** The model's 1σ/2σ coverage ({100 * m10['coverage_1sigma']:.1f} % / "
-        f"{100 * m10['coverage_2sigma']:.1f} %) is within the ±3-point target. The oracle itself covers "
-        f"{100 * o['coverage_1sigma']:.1f} % at 1σ: its exact posterior is far from Gaussian (curved, multi-lobed "
+        f"- **Calibration.** The model's 1σ/2σ coverage ({100 * m10.coverage_1sigma:.1f} % / "
+        f"{100 * m10.coverage_2sigma:.1f} %) is within the ±3-point target. The oracle itself covers "
+        f"{100 * o.coverage_1sigma:.1f} % at 1σ: its exact posterior is far from Gaussian (curved, multi-lobed "
         "over tens of km), so a mean + covariance summary of it is not a 39.3 % ellipse; tests check the oracle's "
         "calibration with probability-integral transforms instead (tests/evaluate/test_oracle.py).",
         "- **Oracle check.** No method's RMSE interval lies below the oracle's RMSE, as it must be.",
     ]
     if rnd and grd:
-        r_m, r_k = rnd[1]["methods"]["model"], rnd[1]["methods"]["knn_fingerprint"]
-        g_m, g_k = grd[1]["methods"]["model"], grd[1]["methods"]["knn_fingerprint"]
+        r_m, r_k = rnd[1].methods["model"], rnd[1].methods["knn_fingerprint"]
+        g_m, g_k = grd[1].methods["model"], grd[1].methods["knn_fingerprint"]
         lines.append(
-            f"- **POWDER.** Tuned kNN wins on the random split (mean {r_k['mean_error_m']:.0f} m vs "
-            f"{r_m['mean_error_m']:.0f} m): that split's test points sit metres from training points of the same "
+            f"- **POWDER.** Tuned kNN wins on the random split (mean {r_k.mean_error_m:.0f} m vs "
+            f"{r_m.mean_error_m:.0f} m): that split's test points sit metres from training points of the same "
             "walks, which is exactly what fingerprint lookup exploits and what a smooth regressor averages away. "
-            f"On the grid split (held-out areas) the two are close ({g_k['mean_error_m']:.0f} m vs "
-            f"{g_m['mean_error_m']:.0f} m). The 0.85 × kNN target is not met on either; the model was trained "
+            f"On the grid split (held-out areas) the two are close ({g_k.mean_error_m:.0f} m vs "
+            f"{g_m.mean_error_m:.0f} m). The 0.85 × kNN target is not met on either; the model was trained "
             "with the nw-italy defaults (early stopping after "
             f"{rnd[0]['epochs_run']} and {grd[0]['epochs_run']} epochs) and no POWDER-specific tuning."
         )
@@ -186,33 +188,34 @@ def speed_tables() -> list[str]:
     return lines
 
 
-def load(name: str) -> tuple[dict, dict] | None:
+def load(name: str) -> tuple[dict, EvaluationReport] | None:
     r, e = OUT / "models" / name / "report.json", OUT / "eval" / name / "evaluation.json"
     if not (r.is_file() and e.is_file()):
         return None
-    return json.loads(r.read_text()), json.loads(e.read_text())
+    return json.loads(r.read_text()), EvaluationReport.model_validate(json.loads(e.read_text()))
 
 
 def f0(x: float) -> str:
     return f"{x:,.0f}"
 
 
-def methods_table(ev: dict) -> list[str]:
+def methods_table(ev: EvaluationReport) -> list[str]:
     lines = [
         "| method | RMSE m [95 % CI] | Δ RMSE vs model [95 % CI] | median m | mean m | p90 m | 1σ | 2σ | 95 % | NLL |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, m in ev["methods"].items():
-        b = m["bootstrap"]["rmse_m"]
-        d = b.get("diff_vs_reference", {})
-        diff = f"{d['value']:+,.0f} [{d['ci95_low']:+,.0f}, {d['ci95_high']:+,.0f}]" if d else "–"
+    for name, m in ev.methods.items():
+        b = m.bootstrap["rmse_m"]
+        d = b.diff_vs_reference
+        diff = f"{d.value:+,.0f} [{d.ci95_low:+,.0f}, {d.ci95_high:+,.0f}]" if d is not None else "–"
         cov = [
-            f"{m[k]:.3f}" if k in m else "–" for k in ("coverage_1sigma", "coverage_2sigma", "coverage_95")
+            f"{v:.3f}" if v is not None else "–"
+            for v in (m.coverage_1sigma, m.coverage_2sigma, m.coverage_95)
         ]
-        nll = f"{m['nll']:.2f}" if "nll" in m else "–"
+        nll = f"{m.nll:.2f}" if m.nll is not None else "–"
         lines.append(
-            f"| {name} | {f0(m['rmse_m'])} [{f0(b['ci95_low'])}, {f0(b['ci95_high'])}] | {diff} | "
-            f"{f0(m['median_error_m'])} | {f0(m['mean_error_m'])} | {f0(m['p90_error_m'])} | "
+            f"| {name} | {f0(m.rmse_m)} [{f0(b.ci95_low)}, {f0(b.ci95_high)}] | {diff} | "
+            f"{f0(m.median_error_m)} | {f0(m.mean_error_m)} | {f0(m.p90_error_m)} | "
             + " | ".join(cov)
             + f" | {nll} |"
         )
@@ -236,7 +239,7 @@ def write_results(elapsed_s: float) -> Path:
     main = load("nw-italy-10k")
     if main:
         rep, ev = main
-        m, o = ev["methods"]["model"], ev["methods"].get("bayes_oracle")
+        m, o = ev.methods["model"], ev.methods.get("bayes_oracle")
         L += [
             "## nw-italy-v1: 10,000 train / 1,000 val / 2,000 test",
             "",
@@ -248,26 +251,26 @@ def write_results(elapsed_s: float) -> Path:
         if o:
             worse = [
                 n
-                for n, x in ev["methods"].items()
+                for n, x in ev.methods.items()
                 if n not in ("model", "bayes_oracle")
-                and x["bootstrap"]["rmse_m"]["diff_vs_reference"]["ci95_high"] < 0
+                and x.bootstrap["rmse_m"].diff_vs_reference.ci95_high < 0
             ]
             L += [
                 "",
                 "| target (DESIGN §9) | measured | verdict |",
                 "|---|---|---|",
-                f"| RMSE ≤ 1.05 × oracle | ×{m['rmse_m'] / o['rmse_m']:.3f} | {verdict(m['rmse_m'] <= 1.05 * o['rmse_m'])} |",
-                f"| median ≤ 1.10 × oracle | ×{m['median_error_m'] / o['median_error_m']:.3f} | "
-                f"{verdict(m['median_error_m'] <= 1.10 * o['median_error_m'])} |",
+                f"| RMSE ≤ 1.05 × oracle | ×{m.rmse_m / o.rmse_m:.3f} | {verdict(m.rmse_m <= 1.05 * o.rmse_m)} |",
+                f"| median ≤ 1.10 × oracle | ×{m.median_error_m / o.median_error_m:.3f} | "
+                f"{verdict(m.median_error_m <= 1.10 * o.median_error_m)} |",
                 f"| RMSE not worse than any baseline (bootstrap) | baselines significantly better: {worse or 'none'} | "
                 f"{verdict(not worse)} |",
-                f"| 1σ coverage 39.3 ± 3 % | {100 * m['coverage_1sigma']:.1f} % | {verdict(abs(m['coverage_1sigma'] - 0.393) <= 0.03)} |",
-                f"| 2σ coverage 86.5 ± 3 % | {100 * m['coverage_2sigma']:.1f} % | {verdict(abs(m['coverage_2sigma'] - 0.865) <= 0.03)} |",
+                f"| 1σ coverage 39.3 ± 3 % | {100 * m.coverage_1sigma:.1f} % | {verdict(abs(m.coverage_1sigma - 0.393) <= 0.03)} |",
+                f"| 2σ coverage 86.5 ± 3 % | {100 * m.coverage_2sigma:.1f} % | {verdict(abs(m.coverage_2sigma - 0.865) <= 0.03)} |",
             ]
             beat = [
                 n
-                for n, x in ev["methods"].items()
-                if n != "bayes_oracle" and x["bootstrap"]["rmse_m"]["ci95_high"] < o["rmse_m"]
+                for n, x in ev.methods.items()
+                if n != "bayes_oracle" and x.bootstrap["rmse_m"].ci95_high < o.rmse_m
             ]
             L += [
                 "",
@@ -283,31 +286,31 @@ def write_results(elapsed_s: float) -> Path:
             "thread (≤ 5 ms).",
             "",
         ]
-        if "outage" in ev:
+        if ev.outage is not None:
             L += [
                 "### Receiver outage (each receiver removed at test time, no retraining)",
                 "",
                 "| removed | model RMSE m | oracle RMSE m | model / oracle | verdict (≤ 1.10) |",
                 "|---|---|---|---|---|",
             ]
-            for sid, row in ev["outage"].items():
-                ratio = row.get("model_rmse_over_oracle", float("nan"))
+            for sid, row in ev.outage.items():
+                ratio = row.model_rmse_over_oracle if row.model_rmse_over_oracle is not None else float("nan")
                 L.append(
-                    f"| {sid} {row['station_name']} | {f0(row['model']['rmse_m'])} | "
-                    f"{f0(row['bayes_oracle']['rmse_m'])} | ×{ratio:.3f} | {verdict(ratio <= 1.10)} |"
+                    f"| {sid} {row.station_name} | {f0(row.methods['model'].rmse_m)} | "
+                    f"{f0(row.methods['bayes_oracle'].rmse_m)} | ×{ratio:.3f} | {verdict(ratio <= 1.10)} |"
                 )
             L.append("")
     small = load("nw-italy-1k")
     if small:
         rep, ev = small
-        m, o = ev["methods"]["model"], ev["methods"].get("bayes_oracle")
+        m, o = ev.methods["model"], ev.methods.get("bayes_oracle")
         L += ["## Small data: 1,000 training sessions, same test set", ""]
         L += methods_table(ev)
         if o:
             L += [
                 "",
-                f"Model / oracle RMSE ×{m['rmse_m'] / o['rmse_m']:.3f} (target ≤ 1.15): "
-                f"{verdict(m['rmse_m'] <= 1.15 * o['rmse_m'])}.",
+                f"Model / oracle RMSE ×{m.rmse_m / o.rmse_m:.3f} (target ≤ 1.15): "
+                f"{verdict(m.rmse_m <= 1.15 * o.rmse_m)}.",
                 "",
             ]
     abl = [
@@ -325,11 +328,11 @@ def write_results(elapsed_s: float) -> Path:
             if not x:
                 continue
             rep, ev = x
-            m = ev["methods"]["model"]
-            b = m["bootstrap"]["rmse_m"]
+            m = ev.methods["model"]
+            b = m.bootstrap["rmse_m"]
             L.append(
-                f"| {n} | {f0(m['rmse_m'])} [{f0(b['ci95_low'])}, {f0(b['ci95_high'])}] | {f0(m['median_error_m'])} | "
-                f"{m['coverage_1sigma']:.3f} | {m['coverage_2sigma']:.3f} | {m['nll']:.2f} | {rep['epochs_run']} | "
+                f"| {n} | {f0(m.rmse_m)} [{f0(b.ci95_low)}, {f0(b.ci95_high)}] | {f0(m.median_error_m)} | "
+                f"{m.coverage_1sigma:.3f} | {m.coverage_2sigma:.3f} | {m.nll:.2f} | {rep['epochs_run']} | "
                 f"{rep['timing']['seconds_per_epoch']:.2f} |"
             )
         L.append("")
@@ -338,7 +341,7 @@ def write_results(elapsed_s: float) -> Path:
         if not x:
             continue
         rep, ev = x
-        m, k = ev["methods"]["model"], ev["methods"]["knn_fingerprint"]
+        m, k = ev.methods["model"], ev.methods["knn_fingerprint"]
         L += [
             f"## POWDER 462.7 MHz, {title} split (real data, power-only)",
             "",
@@ -347,8 +350,8 @@ def write_results(elapsed_s: float) -> Path:
         L += ["", *methods_table(ev)]
         L += [
             "",
-            f"Model mean error / tuned kNN mean error: ×{m['mean_error_m'] / k['mean_error_m']:.3f} "
-            f"(target ≤ 0.85): {verdict(m['mean_error_m'] <= 0.85 * k['mean_error_m'])}.",
+            f"Model mean error / tuned kNN mean error: ×{m.mean_error_m / k.mean_error_m:.3f} "
+            f"(target ≤ 0.85): {verdict(m.mean_error_m <= 0.85 * k.mean_error_m)}.",
             "",
         ]
     L += reading_notes()

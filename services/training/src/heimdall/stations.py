@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: The columns of a stations file (``heimdall stations add``), in their documented order.
+STATION_FILE_COLUMNS = (
+    "id",
+    "name",
+    "latitude",
+    "longitude",
+    "altitude_asl",
+    "url",
+    "frequency_min_hz",
+    "frequency_max_hz",
+)
+
 
 @dataclass(frozen=True)
 class Station:

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from heimdall.cli import app
 from heimdall.evaluate.job import EvaluationError, evaluate
+from heimdall.evaluate.report import EvaluationReport
 from heimdall.training.config import load_config
 from heimdall.training.runner import run_training
 
@@ -46,12 +47,28 @@ def test_one_table_of_methods(evaluated) -> None:
     assert methods["model"]["covariance_scale"]["chosen"] in methods["model"]["covariance_scale"]["grid"]
     for name in ("weighted_centroid", "log_distance_nls", "knn_fingerprint"):
         assert "chosen" in methods[name]["tuning"] and "grid" in methods[name]["tuning"]
-    assert on_disk["n_sessions"] == result["n_sessions"] >= 1
+    assert on_disk["n_sessions"] == result.n_sessions >= 1
     assert len(on_disk["outage"]) == 7 and "model_rmse_over_oracle" in on_disk["outage"]["1"]
     text = (out / "evaluation.md").read_text()
     assert "| model |" in text and "Receiver outage" in text
     for plot in ("error_cdf.png", "calibration.png", "prediction_map.png"):
         assert (out / plot).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_is_evaluation_json(evaluated) -> None:
+    out, report = evaluated
+    assert isinstance(report, EvaluationReport)
+    text = (out / "evaluation.json").read_text()
+    on_disk = json.loads(text)
+    assert report.as_json() == on_disk
+    assert json.dumps(report.as_json(), indent=2, sort_keys=True) == text
+    again = EvaluationReport.model_validate(on_disk)
+    assert again.as_json() == on_disk and again == report
+    model, centroid = report.methods["model"], report.methods["weighted_centroid"]
+    assert model.covariance_scale is not None and centroid.nll is None and centroid.tuning is not None
+    row = report.outage["1"]
+    assert row.methods["model"].rmse_m == on_disk["outage"]["1"]["model"]["rmse_m"]
+    assert row.model_rmse_over_oracle == on_disk["outage"]["1"]["model_rmse_over_oracle"]
 
 
 def test_empty_split_is_refused(model_dir, sim_services, tmp_path) -> None:

@@ -7,6 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from heimdall.cli import app
+from heimdall.cli.summary import km
 
 
 def test_outcome_matches_evaluation_json(pipeline) -> None:
@@ -18,6 +19,7 @@ def test_outcome_matches_evaluation_json(pipeline) -> None:
     for name, m in out.methods.items():
         assert m.rmse_m == on_disk["methods"][name]["rmse_m"]
     assert "outage" not in on_disk and "bayes_oracle" not in on_disk["methods"]
+    assert out.evaluation.as_json() == on_disk and out.evaluation.outage is None
 
 
 def test_cli_prints_the_outcome(cli_env, tmp_path) -> None:
@@ -27,9 +29,13 @@ def test_cli_prints_the_outcome(cli_env, tmp_path) -> None:
     )
     assert r.exit_code == 0, r.output
     expected = [
-        f"{name:>20}: RMSE {m.rmse_m:9.0f} m  median {m.median_error_m:9.0f} m"
+        f"{name:>20}: RMSE {km(m.rmse_m):>10}  median {km(m.median_error_m):>10}"
         for name, m in cli_env.evaluated.methods.items()
     ]
     printed = [line for line in r.output.splitlines() if ": RMSE " in line]
     assert printed == expected
     assert f"evaluation: {tmp_path / 'e' / 'evaluation.md'}" in r.output
+    mine = cli_env.evaluated.methods["model"]
+    wc = cli_env.evaluated.methods["weighted_centroid"]
+    assert f"model RMSE {km(mine.rmse_m)} vs weighted centroid {km(wc.rmse_m)}: " in r.output
+    assert f"next: heimdall predict --model {cli_env.root / 'model' / 'model.onnx'} --session " in r.output

@@ -77,12 +77,14 @@ def test_approval_status_is_constrained(db_url: str) -> None:
 
 
 def test_timescale_absence_is_logged_once(tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    """Said once; on SQLite (where it is expected) at DEBUG, not as a warning (PostgreSQL keeps WARNING)."""
     url = f"sqlite:///{tmp_path}/log.db"
-    with caplog.at_level("WARNING", logger="heimdall.storage"):
+    with caplog.at_level("DEBUG", logger="heimdall.storage"):
         open_database(url).dispose()
         open_database(url).dispose()
     said = [r for r in caplog.records if "TimescaleDB" in r.getMessage()]
     assert len(said) == 1 and "plain table with a time index" in said[0].getMessage()
+    assert said[0].levelname == "DEBUG"
 
 
 def test_unreachable_database_fails_fast_without_password() -> None:

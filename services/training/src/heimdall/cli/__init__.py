@@ -11,6 +11,8 @@ from heimdall.cli import (  # noqa: F401  (their decorators register the command
     interchange_commands,
     models_commands,
     powder_commands,
+    sessions_commands,
+    stations_commands,
     train_commands,
 )
 from heimdall.cli.app import app

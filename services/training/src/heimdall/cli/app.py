@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from heimdall.cli.noise import silence_third_party
 from heimdall.errors import HeimdallError, UserError
 
 if TYPE_CHECKING:
@@ -41,9 +42,13 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
 import_app = typer.Typer(help="Import recordings from outside (SigMF, POWDER).", no_args_is_help=True)
 export_app = typer.Typer(help="Export sessions or models.", no_args_is_help=True)
+stations_app = typer.Typer(help="Your receiver network: add from a file, list.", no_args_is_help=True)
+sessions_app = typer.Typer(help="List sessions; approve or reject them for training.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
+app.add_typer(stations_app, name="stations")
+app.add_typer(sessions_app, name="sessions")
 
 console = Console(stderr=True)
 
@@ -94,12 +99,29 @@ def load_settings() -> Settings:
         raise UserError("invalid environment: " + "; ".join(problems)) from None
 
 
+def _version(value: bool) -> None:
+    """``--version``: the installed package's version, then exit."""
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"heimdall {version('heimdall-training')}")
+        except PackageNotFoundError:
+            typer.echo("heimdall (not installed: version unknown)")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level.")) -> None:
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log at INFO level."),
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """Configure logging once for every command."""
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    silence_third_party()

@@ -6,9 +6,6 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from heimdall.cli.app import app, console, db_app, load_settings, user_errors
-from heimdall.jobs.database import upgrade
-from heimdall.jobs.simulate import SimulateRequest
-from heimdall.jobs.simulate import simulate as run_simulate
 
 
 @app.command()
@@ -20,15 +17,21 @@ def simulate(
     sessions: int = typer.Option(300, "--sessions", help="Number of kept sessions (heard by ≥ 3 receivers)."),
     seed: int = typer.Option(0, "--seed", help="Draws sessions inside the scenario's fixed world."),
     duration: float | None = typer.Option(
-        None, "--duration", help="Seconds of IQ per receiver (default 0.5)."
+        None, "--duration", help="Seconds of IQ per receiver.", show_default="0.5"
     ),
     start: int = typer.Option(0, "--start", help="First session index (to extend or shard a run)."),
     dataset: str | None = typer.Option(
-        None, "--dataset", help="Dataset label (default sim:<scenario>), e.g. to hold a test campaign apart."
+        None,
+        "--dataset",
+        help="Dataset label, e.g. to hold a test campaign apart.",
+        show_default="sim:<scenario>",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Simulate sessions into the configured database and object store (atomic per batch, idempotent)."""
+    from heimdall.jobs.simulate import SimulateRequest
+    from heimdall.jobs.simulate import simulate as run_simulate
+
     request = SimulateRequest(
         scenario=scenario, sessions=sessions, seed=seed, duration=duration, start=start, dataset=dataset
     )
@@ -58,5 +61,7 @@ def simulate(
 @user_errors
 def db_upgrade() -> None:
     """Apply the schema migrations and seed the receiver network (also done automatically)."""
+    from heimdall.jobs.database import upgrade
+
     out = upgrade(load_settings())
     typer.echo(f"database {out.database} is at the latest schema revision")

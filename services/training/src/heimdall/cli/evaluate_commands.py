@@ -7,6 +7,10 @@ from pathlib import Path
 import typer
 
 from heimdall.cli.app import app, console, load_settings, user_errors
+from heimdall.cli.noise import quiet_mlflow
+from heimdall.cli.summary import km, label, verdict
+
+MODEL, ORACLE = "model", "bayes_oracle"  # heimdall.evaluate.job's method names
 
 
 @app.command()
@@ -31,6 +35,9 @@ def evaluate(
     from heimdall.jobs.evaluate import EvaluateRequest
     from heimdall.jobs.evaluate import evaluate as run_evaluate
 
+    if model.startswith(("models:/", "runs:/")):
+        quiet_mlflow()
+
     request = EvaluateRequest(
         model=model,
         split=split,
@@ -41,5 +48,33 @@ def evaluate(
     )
     out = run_evaluate(request, load_settings(), progress=lambda m: console.print(f"… {m}"))
     for name, m in out.methods.items():
-        typer.echo(f"{name:>20}: RMSE {m.rmse_m:9.0f} m  median {m.median_error_m:9.0f} m")
+        typer.echo(f"{name:>20}: RMSE {km(m.rmse_m):>10}  median {km(m.median_error_m):>10}")
+    mine = out.methods.get(MODEL)
+    if mine is not None:
+        for name, m in out.methods.items():
+            if name not in (MODEL, ORACLE):
+                typer.echo(verdict(mine.rmse_m, label(name), m.rmse_m))
+        bayes = out.methods.get(ORACLE)
+        if bayes is not None and bayes.rmse_m > 0:
+            typer.echo(
+                f"model RMSE {km(mine.rmse_m)} vs Bayes oracle {km(bayes.rmse_m)}: "
+                f"{mine.rmse_m / bayes.rmse_m:.2f}× the best achievable"
+            )
     typer.echo(f"evaluation: {out.report}")
+    typer.echo(f"next: heimdall predict --model {_onnx(model)} --session {_a_session(model, split)}")
+
+
+def _onnx(model: str) -> str:
+    """A training folder's model.onnx; any other reference as given."""
+    return str(Path(model) / "model.onnx") if Path(model).is_dir() else model
+
+
+def _a_session(model: str, split: str) -> str:
+    """The first session of the split (from the training folder's split.json), else a placeholder."""
+    import json
+
+    try:
+        ids = json.loads((Path(model) / "split.json").read_text(encoding="utf-8")).get(split) or []
+    except (OSError, ValueError, AttributeError):
+        ids = []
+    return str(ids[0]) if ids else "SESSION_ID"

@@ -8,8 +8,11 @@ from typing import Annotated
 import typer
 
 from heimdall.cli.app import export_app, import_app, load_settings, user_errors
-from heimdall.ingest.sigmf import DEFAULT_DATASET, TRUTH
-from heimdall.jobs.ingest import SigmfExportRequest, SigmfImportRequest, export_sigmf, import_sigmf
+
+# heimdall.ingest.sigmf's DEFAULT_DATASET and TRUTH, spelled out: importing it loads numpy and SQLAlchemy,
+# which `heimdall --help` must not wait for (tests/cli/test_console.py checks they agree).
+DEFAULT_DATASET = "sigmf:import"
+TRUTH = "heimdall:truth"
 
 
 @import_app.command("sigmf")
@@ -21,7 +24,8 @@ def import_sigmf_command(
     dataset: str | None = typer.Option(
         None,
         "--dataset",
-        help=f"Dataset label (default: the files' heimdall:dataset, else {DEFAULT_DATASET!r}).",
+        help="Dataset label.",
+        show_default=f"the files' heimdall:dataset, else {DEFAULT_DATASET}",
     ),
     truth_lat: float | None = typer.Option(
         None, "--truth-lat", help=f"Transmitter latitude (overrides {TRUTH})."
@@ -34,6 +38,8 @@ def import_sigmf_command(
     pending: bool = typer.Option(False, "--pending", help="Store as pending review instead of approved."),
 ) -> None:
     """Import the SigMF recordings of one or more sessions (one file pair per receiver), atomically."""
+    from heimdall.jobs.ingest import SigmfImportRequest, import_sigmf
+
     request = SigmfImportRequest(
         paths=paths,
         dataset=dataset,
@@ -68,6 +74,8 @@ def export_sigmf_command(
     author: str | None = typer.Option(None, "--author", help="core:author of the recordings (optional)."),
 ) -> None:
     """Export one session as SigMF: a .sigmf-meta/.sigmf-data pair per receiver with IQ."""
+    from heimdall.jobs.ingest import SigmfExportRequest, export_sigmf
+
     out = export_sigmf(
         SigmfExportRequest(session_id=session_id, out_dir=out_dir, author=author), load_settings()
     )

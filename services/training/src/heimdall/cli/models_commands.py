@@ -81,14 +81,9 @@ def predict(
     fmt: str = typer.Option("json", "--format", help="json or geojson (FeatureCollection)."),
 ) -> None:
     """Locate one stored session with an ONNX model: lat/lon, covariance (m²) and the 1σ/2σ ellipses."""
-    from heimdall.jobs.predict import predict as run_predict
-    from heimdall.services import open_services
+    from heimdall.jobs.predict import predict_stored
 
     if fmt not in ("json", "geojson"):
         raise UserError(f"--format must be json or geojson, got {fmt!r}")
-    services = open_services(load_settings())
-    try:
-        out = run_predict(services, session, model, fmt)
-    finally:
-        services.close()
+    out = predict_stored(load_settings(), session, model, fmt)
     typer.echo(json.dumps(out, indent=2))

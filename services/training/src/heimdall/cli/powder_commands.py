@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from heimdall.cli.app import import_app, load_settings, user_errors
-from heimdall.ingest.powder import COORDINATES_FILE, DATASET, SPLIT_FILES
-from heimdall.jobs.ingest import PowderImportRequest, import_powder
+from heimdall.ingest.powder_read import COORDINATES_FILE, DATASET, SPLIT_FILES  # light: no numpy/SQLAlchemy
 
 
 @import_app.command("powder")
@@ -19,22 +18,27 @@ def import_powder_command(
     coordinates: Path | None = typer.Option(
         None,
         "--coordinates",
-        help=f"Fixed receivers' positions (default: {COORDINATES_FILE} beside the CSV).",
+        help="Fixed receivers' positions.",
+        show_default=f"{COORDINATES_FILE} beside the CSV",
     ),
     random_test: Path | None = typer.Option(
         None,
         "--random-test",
-        help=f"Random split's test set (default: {SPLIT_FILES['powder_random']} beside the CSV, if any).",
+        help="Random split's test set.",
+        show_default=f"{SPLIT_FILES['powder_random']} beside the CSV, if any",
     ),
     grid_test: Path | None = typer.Option(
         None,
         "--grid-test",
-        help=f"Test set of the grid split (default: {SPLIT_FILES['powder_grid']} beside the CSV, if any).",
+        help="Test set of the grid split.",
+        show_default=f"{SPLIT_FILES['powder_grid']} beside the CSV, if any",
     ),
     dataset: str = typer.Option(DATASET, "--dataset", help="Dataset label of the imported sessions."),
     pending: bool = typer.Option(False, "--pending", help="Store as pending review instead of approved."),
 ) -> None:
     """Import POWDER samples (one session per CSV row, power only), checked first, idempotently."""
+    from heimdall.jobs.ingest import PowderImportRequest, import_powder
+
     request = PowderImportRequest(
         csv_path=csv_path,
         coordinates=coordinates,

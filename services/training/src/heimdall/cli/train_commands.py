@@ -3,48 +3,58 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from heimdall.cli.app import app, load_settings, user_errors
-from heimdall.jobs.train import TrainOutcome, TrainRequest
-from heimdall.jobs.train import train as run_train
+from heimdall.cli.noise import quiet_mlflow
+from heimdall.cli.summary import km, label, verdict
+
+if TYPE_CHECKING:
+    from heimdall.jobs.train import TrainOutcome
 
 
 @app.command()
 @user_errors
 def train(
-    epochs: int | None = typer.Option(None, "--epochs", help="Maximum epochs (default 100)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Maximum epochs.", show_default="100"),
     batch_size: int | None = typer.Option(
-        None, "--batch-size", "--batch_size", help="Sessions per batch (32)."
+        None, "--batch-size", "--batch_size", help="Sessions per batch.", show_default="32"
     ),
     learning_rate: float | None = typer.Option(
-        None, "--learning-rate", "--learning_rate", help="AdamW rate (1e-3)."
+        None, "--learning-rate", "--learning_rate", help="AdamW rate.", show_default="0.001"
     ),
     output_dir: Path | None = typer.Option(
-        None, "--output-dir", "--output_dir", help="Where the model and report go."
+        None, "--output-dir", "--output_dir", help="Where the model and report go.", show_default="models"
     ),
-    seed: int | None = typer.Option(None, "--seed", help="Seeds every random generator (42)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seeds every random generator.", show_default="42"),
     config: Path | None = typer.Option(None, "--config", help="YAML run configuration; options override it."),
     dataset: list[str] | None = typer.Option(
-        None, "--dataset", help="Dataset label(s) to train on (repeatable)."
+        None, "--dataset", help="Dataset label(s) to train on (repeatable).", show_default="sim:nw-italy-v1"
     ),
     max_sessions: int | None = typer.Option(
-        None, "--max-sessions", "--max_sessions", help="Use at most N sessions."
+        None, "--max-sessions", "--max_sessions", help="Use at most N sessions.", show_default="all"
     ),
-    accelerator: str | None = typer.Option(None, "--accelerator", help="cpu (default), gpu, auto…"),
-    devices: str | None = typer.Option(None, "--devices", help="Devices per node (1)."),
+    accelerator: str | None = typer.Option(None, "--accelerator", help="cpu, gpu, auto…", show_default="cpu"),
+    devices: str | None = typer.Option(None, "--devices", help="Devices per node.", show_default="1"),
     num_nodes: int | None = typer.Option(
-        None, "--num-nodes", "--num_nodes", help="Nodes for multi-node training."
+        None, "--num-nodes", "--num_nodes", help="Nodes for multi-node training.", show_default="1"
     ),
-    strategy: str | None = typer.Option(None, "--strategy", help="Lightning strategy, e.g. ddp."),
-    patience: int | None = typer.Option(None, "--patience", help="Early-stopping patience in epochs (15)."),
+    strategy: str | None = typer.Option(
+        None, "--strategy", help="Lightning strategy, e.g. ddp.", show_default="auto"
+    ),
+    patience: int | None = typer.Option(
+        None, "--patience", help="Early-stopping patience in epochs.", show_default="15"
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUTPUT_DIR/checkpoints/last.ckpt."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Progress: a bar on a terminal, else one line per epoch."
+    ),
     tracking: bool = typer.Option(
         True,
         "--tracking/--no-tracking",
-        help="Log the run to MLflow (MLFLOW_TRACKING_URI, default heimdall-data/mlflow.db) and register it.",
+        help="Log the run to MLflow (MLFLOW_TRACKING_URI, else heimdall-data/mlflow.db) and register it.",
     ),
     promote: bool = typer.Option(
         False, "--promote", help="Make the new version the champion even if it does not beat the current one."
@@ -57,6 +67,12 @@ def train(
     ),
 ) -> None:
     """Train LocalizationNet on approved sessions, export and verify ONNX, write report.json/.md and plots."""
+    from heimdall.jobs.train import TrainRequest
+    from heimdall.jobs.train import train as run_train
+
+    if tracking or from_run:
+        quiet_mlflow()
+
     request = TrainRequest(
         epochs=epochs,
         batch_size=batch_size,
@@ -77,17 +93,22 @@ def train(
         promote=promote,
         from_run=from_run,
     )
-    _print(run_train(request, load_settings()))
+    _print(run_train(request, load_settings(), echo=lambda line: typer.echo(line, err=True)))
 
 
 def _print(outcome: TrainOutcome) -> None:
-    """The summary, then (tracked) the MLflow run and the registry, then (--from-run) the comparison."""
+    """The summary and the verdict against each baseline, then (tracked) the MLflow run and the registry,
+    then (--from-run) the comparison, then the next command to run."""
     t = outcome.report.test
     typer.echo(
-        f"model {outcome.model_id}: test RMSE {t.rmse_m:.0f} m, median {t.median_error_m:.0f} m, "
+        f"model {outcome.model_id}: test RMSE {km(t.rmse_m)}, median {km(t.median_error_m)}, "
         f"1σ coverage {t.coverage_1sigma:.2f}; "
         f"ONNX parity {outcome.report.onnx.max_position_diff_m:.2g} m"
     )
+    for name, baseline in outcome.report.baselines:  # typed ones and any a later report adds (dicts)
+        rmse = baseline.get("rmse_m") if isinstance(baseline, dict) else getattr(baseline, "rmse_m", None)
+        if rmse is not None:
+            typer.echo(verdict(t.rmse_m, label(name), float(rmse)))
     typer.echo(f"report: {outcome.output_dir / 'report.md'}")
     if outcome.mlflow is not None and outcome.registered is not None and outcome.champion is not None:
         m, decision = outcome.mlflow, outcome.champion
@@ -104,3 +125,5 @@ def _print(outcome: TrainOutcome) -> None:
             f"re-run of {c.run_id}: test RMSE {c.rerun_rmse_m:.3f} m vs {c.original_rmse_m:.3f} m "
             f"(relative difference {c.relative_difference:.1e})"
         )
+    out = outcome.output_dir
+    typer.echo(f"next: heimdall evaluate --model {out} --split test --output-dir {out / 'evaluation'}")

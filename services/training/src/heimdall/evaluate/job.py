@@ -31,6 +31,7 @@ from heimdall.evaluate.localizers import (
 )
 from heimdall.evaluate.metrics import error_summary, errors_m, mahalanobis_sq, uncertainty_summary
 from heimdall.evaluate.plots import plot_calibration, plot_error_cdf, plot_prediction_map
+from heimdall.evaluate.report import EvaluationReport
 from heimdall.features import FeatureConfig
 from heimdall.inference.inputs import batch_inputs
 from heimdall.inference.localizer import OnnxLocalizer
@@ -116,7 +117,7 @@ def evaluate(
     oracle: bool = True,
     progress: Callable[[str], None] | None = None,
     outage_sessions: int | None = None,
-) -> dict[str, Any]:
+) -> EvaluationReport:
     """Run every method on `split`, write evaluation.json/.md and plots, return the evaluation.
 
     `model` is a resolved :class:`ModelFiles`, or a local training output folder / model.onnx path
@@ -202,8 +203,7 @@ def evaluate(
             "n_val": int(val.size),
         }
     )
-    _write(output_dir, result, methods, arrays, idx, truth)
-    return result
+    return _write(output_dir, result, methods, arrays, idx, truth)
 
 
 def _latlon_errors(arrays: SessionArrays, idx: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -252,7 +252,7 @@ def _write(
     arrays: SessionArrays,
     idx: np.ndarray,
     truth,
-) -> None:
+) -> EvaluationReport:
     errors = result.pop("_errors")
     plot_error_cdf(errors, out / "error_cdf.png")
     d2 = {
@@ -272,67 +272,70 @@ def _write(
     )
     result["plots"] = ["error_cdf.png", "calibration.png", "prediction_map.png"]
     result["reference_for_ratios"] = best
+    # through JSON once so numpy scalars are plain numbers, exactly as evaluation.json holds them
+    report = EvaluationReport.model_validate(json.loads(json.dumps(result, default=float)))
     tmp = out / "evaluation.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2, sort_keys=True, default=float))
+    tmp.write_text(json.dumps(report.as_json(), indent=2, sort_keys=True, default=float))
     tmp.replace(out / "evaluation.json")
-    (out / "evaluation.md").write_text(render_markdown(result))
+    (out / "evaluation.md").write_text(render_markdown(report))
+    return report
 
 
 def _fmt(v: float) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
-def render_markdown(result: dict[str, Any]) -> str:
+def render_markdown(result: EvaluationReport) -> str:
     """The evaluation as a table a person reads: methods × metrics, intervals, calibration, outage."""
-    methods = result["methods"]
+    methods = result.methods
     lines = [
-        f"# Evaluation of model `{result['model_id']}` on the {result['split']} split",
+        f"# Evaluation of model `{result.model_id}` on the {result.split} split",
         "",
-        f"{result['n_sessions']} sessions of {', '.join(result['datasets'])} "
-        f"(baselines fitted on {result['n_train']} train sessions, "
-        f"tuned on {result['n_val']} validation sessions).",
+        f"{result.n_sessions} sessions of {', '.join(result.datasets)} "
+        f"(baselines fitted on {result.n_train} train sessions, "
+        f"tuned on {result.n_val} validation sessions).",
         "",
         "| method | RMSE (m) [95 % CI] | median (m) | mean (m) | p68 (m) | p90 (m) | p95 (m) "
         "| 1σ cov. | 2σ cov. | 95 % cov. | NLL | 95 % area (km²) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in methods.items():
-        ci = m["bootstrap"]["rmse_m"]
-        cov = [
-            f"{m[k]:.3f}" if k in m else "–" for k in ("coverage_1sigma", "coverage_2sigma", "coverage_95")
-        ]
+        ci = m.bootstrap["rmse_m"]
+        coverages = (m.coverage_1sigma, m.coverage_2sigma, m.coverage_95)
+        cov = [f"{v:.3f}" if v is not None else "–" for v in coverages]
+        area = m.mean_ellipse_area_km2
         extra = [
-            f"{m['nll']:.2f}" if "nll" in m else "–",
-            _fmt(m["mean_ellipse_area_km2"]) if "nll" in m else "–",
+            f"{m.nll:.2f}" if m.nll is not None else "–",
+            _fmt(area) if m.nll is not None and area is not None else "–",
         ]
         lines.append(
-            f"| {name} | {_fmt(m['rmse_m'])} [{_fmt(ci['ci95_low'])}–{_fmt(ci['ci95_high'])}] | "
+            f"| {name} | {_fmt(m.rmse_m)} [{_fmt(ci.ci95_low)}–{_fmt(ci.ci95_high)}] | "
             + " | ".join(
-                _fmt(m[k])
-                for k in ("median_error_m", "mean_error_m", "p68_error_m", "p90_error_m", "p95_error_m")
+                _fmt(v)
+                for v in (m.median_error_m, m.mean_error_m, m.p68_error_m, m.p90_error_m, m.p95_error_m)
             )
             + " | "
             + " | ".join(cov + extra)
             + " |"
         )
     lines += ["", "Calibrated 2-D Gaussian: 1σ 0.393, 2σ 0.865, 95 % 0.950.", ""]
-    if "covariance_scale" in methods.get(MODEL, {}):
+    if MODEL in methods and methods[MODEL].covariance_scale is not None:
         lines.append(
-            f"Model covariance scale fitted on validation: {methods[MODEL]['covariance_scale']['chosen']}."
+            f"Model covariance scale fitted on validation: {methods[MODEL].covariance_scale['chosen']}."
         )
     for name, m in methods.items():
-        if "tuning" in m:
-            lines.append(f"- {name}: chosen {m['tuning'].get('chosen')} from grid {m['tuning'].get('grid')}")
+        if m.tuning is not None:
+            lines.append(f"- {name}: chosen {m.tuning.get('chosen')} from grid {m.tuning.get('grid')}")
     if ORACLE in methods:
         o = methods[ORACLE]
         lines += [
             "",
-            f"Model / oracle: RMSE ×{methods[MODEL]['rmse_m'] / o['rmse_m']:.3f}, "
-            f"median ×{methods[MODEL]['median_error_m'] / o['median_error_m']:.3f}.",
+            f"Model / oracle: RMSE ×{methods[MODEL].rmse_m / o.rmse_m:.3f}, "
+            f"median ×{methods[MODEL].median_error_m / o.median_error_m:.3f}.",
         ]
-    if "outage" in result:
+    if result.outage is not None:
         names = [n for n in methods]
-        n_out = result.get("outage_n_sessions", result["n_sessions"])
+        n_out = result.outage_n_sessions if result.outage_n_sessions is not None else result.n_sessions
         lines += [
             "",
             f"## Receiver outage (RMSE in m, {n_out} sessions, receiver removed at test time, no retraining)",
@@ -342,9 +345,9 @@ def render_markdown(result: dict[str, Any]) -> str:
             "| removed | " + " | ".join(names) + (" | model / oracle |" if ORACLE in methods else " |")
         )
         lines.append("|---|" + "---|" * (len(names) + (1 if ORACLE in methods else 0)))
-        for sid, row in result["outage"].items():
-            cells = [_fmt(row[n]["rmse_m"]) for n in names]
-            ratio = [f"{row['model_rmse_over_oracle']:.3f}"] if ORACLE in methods else []
-            lines.append(f"| {sid} {row['station_name']} | " + " | ".join(cells + ratio) + " |")
+        for sid, row in result.outage.items():
+            cells = [_fmt(row.methods[n].rmse_m) for n in names]
+            ratio = [f"{row.model_rmse_over_oracle:.3f}"] if ORACLE in methods else []
+            lines.append(f"| {sid} {row.station_name} | " + " | ".join(cells + ratio) + " |")
     lines.append("")
     return "\n".join(lines)

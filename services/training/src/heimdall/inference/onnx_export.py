@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -23,6 +25,25 @@ from heimdall.inference.contract import (
 from heimdall.inference.graph import InferenceGraph, io_docs
 
 __all__ = ["export_onnx"]
+
+
+#: torch.onnx's registry logs one "torchvision is not installed. Skipping torchvision::…" W-line per
+#: torchvision operator; the localiser uses none of them.
+_EXPORTER_LOGGERS = ("torch.onnx._internal.exporter._registration",)
+
+
+@contextmanager
+def _quiet_exporter_logs() -> Iterator[None]:
+    """The exporter's registry loggers at ERROR during an export, their own levels restored after."""
+    loggers = [logging.getLogger(name) for name in _EXPORTER_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def export_onnx(
@@ -79,7 +100,7 @@ def export_onnx(
     # a temporary sibling, renamed into place with ordinary permissions (readable by a service user)
     with atomic_path(path) as tmp:
         graph.eval()
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter_logs():
             # Benign exporter chatter: the batch Dim shared by both inputs, a torch-internal deprecation.
             warnings.filterwarnings("ignore", message=".*axis name.*", category=UserWarning)
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
@@ -102,4 +123,3 @@ def export_onnx(
         onnx.save_model(proto, str(tmp), save_as_external_data=False)
         onnx.checker.check_model(str(tmp), full_check=True)
     return path
-

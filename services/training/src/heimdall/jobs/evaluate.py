@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel
 
@@ -17,6 +16,7 @@ from heimdall.atomic import check_output_dir, removed_on_failure
 from heimdall.errors import UserError
 from heimdall.evaluate.job import EvaluationError, ModelFiles
 from heimdall.evaluate.job import evaluate as evaluate_files
+from heimdall.evaluate.report import EvaluationReport
 from heimdall.services import Services, open_services
 from heimdall.settings import Settings
 
@@ -46,7 +46,7 @@ class EvaluateOutcome(BaseModel):
     output_dir: Path
     report: Path  # evaluation.md
     methods: dict[str, MethodSummary]
-    evaluation: dict[str, Any]  # evaluation.json
+    evaluation: EvaluationReport  # evaluation.json (``.as_json()``)
 
 
 def resolve_model_files(model: str, settings: Settings, workdir: Path) -> ModelFiles:
@@ -90,12 +90,12 @@ def evaluate_with(
         outage_sessions=request.outage_sessions,
     )
     return EvaluateOutcome(
-        model_id=str(result["model_id"]),
+        model_id=result.model_id,
         output_dir=out,
         report=out / "evaluation.md",
         methods={
-            name: MethodSummary(rmse_m=m["rmse_m"], median_error_m=m["median_error_m"])
-            for name, m in result["methods"].items()
+            name: MethodSummary(rmse_m=m.rmse_m, median_error_m=m.median_error_m)
+            for name, m in result.methods.items()
         },
         evaluation=result,
     )

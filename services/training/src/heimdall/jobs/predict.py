@@ -29,6 +29,7 @@ __all__ = [
     "is_mlflow_uri",
     "load_localizer",
     "predict",
+    "predict_stored",
     "resolve_model",
     "session_inputs",
 ]
@@ -108,3 +109,14 @@ def predict(
     loc = load_localizer(model, services.settings, dst)
     result = predict_session(loc, session_inputs(services, session_id, loc), model)
     return as_geojson(result) if fmt == "geojson" else as_json(result)
+
+
+def predict_stored(settings: Settings, session_id: str, model: str, fmt: str = "json") -> dict[str, Any]:
+    """The whole ``heimdall predict`` use case: open the services, predict one stored session, close."""
+    from heimdall.services import open_services
+
+    services = open_services(settings)
+    try:
+        return predict(services, session_id, model, fmt)
+    finally:
+        services.close()

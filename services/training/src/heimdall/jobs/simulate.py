@@ -2,6 +2,8 @@
 
 Batches of :data:`BATCH` sessions, each written atomically; a batch whose rows and objects are all in
 place is skipped, one with anything missing is simulated again and repaired (idempotent re-runs).
+The scenario's receivers are registered as stations first: one already stored as the same station is
+used as it is, one whose id or name is another stored station's is a UserError (never mapped onto it).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from heimdall.simulate.scenario import load_scenario
 from heimdall.simulate.session import session_id_for, simulate_sessions
 from heimdall.storage.queries import existing_session_ids
 from heimdall.storage.recordings import missing_objects, write_sessions
+from heimdall.storage.stations import NewStation, register_stations
 
 BATCH = 64
 
@@ -72,6 +75,12 @@ def simulate(
     written = skipped = done = 0
     t0 = time.perf_counter()
     try:
+        # the scenario's receivers become stations (identical ones a no-op, clashing ones a UserError)
+        register_stations(
+            services.db,
+            [NewStation(r.id, r.name, r.latitude, r.longitude, r.altitude_asl) for r in spec.receivers],
+            [f"scenario {scenario}: receiver {r.id} ({r.name})" for r in spec.receivers],
+        )
         say(spec.name, 0, n)
         for first in range(start, start + n, BATCH):
             count = min(BATCH, start + n - first)

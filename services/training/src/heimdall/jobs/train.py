@@ -8,6 +8,7 @@ run, register the model and decide on the champion alias, and compare a re-run w
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -102,8 +103,13 @@ def _outcome(result: TrainResult, **extra: Any) -> TrainOutcome:
     return TrainOutcome(model_id=result.model_id, output_dir=result.output_dir, report=result.report, **extra)
 
 
-def train(request: TrainRequest, settings: Settings) -> TrainOutcome:
-    """Train, evaluate, export and report; with tracking, log, register and decide on the champion."""
+def train(
+    request: TrainRequest, settings: Settings, echo: Callable[[str], None] | None = None
+) -> TrainOutcome:
+    """Train, evaluate, export and report; with tracking, log, register and decide on the champion.
+
+    ``echo`` receives the training's console lines (split sizes, epochs, how it ended; see run_training).
+    """
     if request.promote and not request.tracking:
         raise UserError("--promote registers the model in MLflow: drop --no-tracking")
     if request.from_run and request.config is not None:
@@ -113,7 +119,7 @@ def train(request: TrainRequest, settings: Settings) -> TrainOutcome:
         cfg = load_config(request.config, overrides)
         services = open_services(settings)
         try:
-            result = run_training(cfg, services, resume=request.resume, progress=request.progress)
+            result = run_training(cfg, services, resume=request.resume, progress=request.progress, echo=echo)
         finally:
             services.close()
         return _outcome(result)
@@ -135,10 +141,15 @@ def train(request: TrainRequest, settings: Settings) -> TrainOutcome:
         stack.callback(services.close)
         if not request.tracking:
             result = run_training(
-                cfg, services, resume=request.resume, progress=request.progress, split_override=split_override
+                cfg,
+                services,
+                resume=request.resume,
+                progress=request.progress,
+                split_override=split_override,
+                echo=echo,
             )
             return _outcome(result, comparison=_compare_with(client, request.from_run, result))
-        return _tracked(request, cfg, services, target, client, split_override)
+        return _tracked(request, cfg, services, target, client, split_override, echo)
 
 
 def _rerun_config(cfg: TrainConfig, request: TrainRequest) -> TrainConfig:
@@ -156,6 +167,7 @@ def _tracked(
     target: Any,
     client: Any,
     split_override: dict[str, list[str]] | None,
+    echo: Callable[[str], None] | None = None,
 ) -> TrainOutcome:
     from heimdall.jobs.predict import session_inputs
     from heimdall.tracking.registry import CHAMPION, MODEL_NAME, register, update_champion
@@ -178,6 +190,7 @@ def _tracked(
             model_id=run.run_id,
             callbacks=[run.callback()],
             split_override=split_override,
+            echo=echo,
         )
         model_uri = run.log_result(result, services, session_inputs)
         version = register(client, model_uri, run.run_id, result.report)

@@ -33,6 +33,23 @@ class DatabaseURLError(UserError, DatabaseError):
     """The database URL (HEIMDALL_DATABASE_URL or the data folder) is not one Heimdall can use."""
 
 
+class DatabaseMissingError(DatabaseError):
+    """``open_database(…, create=False)``: the embedded SQLite file does not exist (nothing stored yet)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        super().__init__(f"no database at {path} (nothing imported or simulated yet)")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL; None for an in-memory or non-SQLite database."""
+    url = _normalise(url)
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[1] if "///" in url else ""
+    return Path(path) if path and path != ":memory:" else None
+
+
 def _normalise(url: str) -> str:
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://") :]
@@ -133,8 +150,17 @@ class Database:
         self.engine.dispose()
 
 
-def open_database(url: str, connect_timeout_s: float = 5.0, migrate: bool = True) -> Database:
-    """Connect (failing fast), migrate to head and seed the network: ready for reads and writes."""
+def open_database(
+    url: str, connect_timeout_s: float = 5.0, migrate: bool = True, create: bool = True
+) -> Database:
+    """Connect (failing fast), migrate to head and seed the network: ready for reads and writes.
+
+    ``create=False`` (read-only commands): an embedded SQLite file that does not exist is not created
+    (nor its folder); :class:`DatabaseMissingError` says so instead.
+    """
+    path = sqlite_path(url)
+    if not create and path is not None and not path.is_file():
+        raise DatabaseMissingError(path)
     engine = make_engine(url, connect_timeout_s)
     try:
         with engine.connect() as conn:

@@ -17,24 +17,39 @@ from dataclasses import asdict, dataclass
 from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from heimdall.errors import DataError
+from heimdall.errors import DataError, UserError
 from heimdall.geo import haversine_m
 from heimdall.storage.database import Database, insert_ignoring_conflicts
 from heimdall.storage.schema import Measurement, WebSDRStation
 
 __all__ = [
+    "CHOOSE_ID",
     "NewStation",
+    "Registered",
     "StationConflictError",
+    "StationMismatchError",
+    "StoredStation",
     "ensure_stations",
     "insert_ignoring_conflicts",
+    "list_stations",
+    "register_stations",
     "remove_unused_stations",
 ]
+
+#: A :class:`NewStation` id meaning "the next free id" (:func:`register_stations`); real ids are ≥ 1.
+CHOOSE_ID = 0
+#: Stations closer than this (horizontally, and in altitude) are at the same position.
+SAME_POSITION_M = 1.0
 
 log = logging.getLogger("heimdall.storage.stations")
 
 
 class StationConflictError(DataError):
     """A concurrent writer took a chosen station id or name for another station; none of ours is left."""
+
+
+class StationMismatchError(UserError):
+    """A station to register has the id or name of a stored station that is another one (name/position)."""
 
 
 @dataclass(frozen=True)
@@ -109,3 +124,114 @@ def remove_unused_stations(db: Database, ids: Sequence[int]) -> None:
             list(ids),
             " ".join(str(exc).split())[:300],
         )
+
+
+@dataclass(frozen=True)
+class StoredStation:
+    """A `websdr_stations` row as stored."""
+
+    id: int
+    name: str
+    latitude: float
+    longitude: float
+    altitude_asl: float | None
+    url: str | None
+    frequency_min_hz: float | None
+    frequency_max_hz: float | None
+    is_active: bool
+
+
+@dataclass(frozen=True)
+class Registered:
+    """What :func:`register_stations` did: the ids inserted and the ids already stored as given."""
+
+    added: list[int]
+    present: list[int]
+
+
+def list_stations(db: Database) -> list[StoredStation]:
+    """Every station, by id."""
+    with db.sessions() as q:
+        rows = list(q.scalars(select(WebSDRStation).order_by(WebSDRStation.id)))
+    return [
+        StoredStation(
+            r.id,
+            r.name,
+            r.latitude,
+            r.longitude,
+            r.altitude_asl,
+            r.url,
+            r.frequency_min_hz,
+            r.frequency_max_hz,
+            bool(r.is_active),
+        )
+        for r in rows
+    ]
+
+
+def _differences(stored: StoredStation, st: NewStation, same_position_m: float) -> list[str]:
+    out = []
+    if stored.name != st.name:
+        out.append(f"name {st.name!r} ≠ {stored.name!r}")
+    d = haversine_m(stored.latitude, stored.longitude, st.latitude, st.longitude)
+    if d > same_position_m:
+        out.append(
+            f"position {st.latitude:.6f}, {st.longitude:.6f} is {d:.0f} m from the stored "
+            f"{stored.latitude:.6f}, {stored.longitude:.6f}"
+        )
+    if (
+        stored.altitude_asl is not None
+        and st.altitude_asl is not None
+        and abs(stored.altitude_asl - st.altitude_asl) > same_position_m
+    ):
+        out.append(f"altitude {st.altitude_asl:g} m ≠ {stored.altitude_asl:g} m")
+    return out
+
+
+def register_stations(
+    db: Database,
+    stations: Sequence[NewStation],
+    labels: Sequence[str] | None = None,
+    same_position_m: float = SAME_POSITION_M,
+) -> Registered:
+    """Make every station exist: identical ones (id, name, position) are left alone, new ones inserted.
+
+    A station whose id is :data:`CHOOSE_ID` matches a stored one by name, or gets the next free id.
+    A station whose id or name is a stored station's with another name or position is a
+    :class:`StationMismatchError` naming it (``labels[i]``, e.g. the file and row) and what differs;
+    nothing is inserted then. A stored station's url and bands are left as they are.
+    """
+    labels = list(labels) if labels is not None else [f"station {st.id} ({st.name})" for st in stations]
+    stored = list_stations(db)
+    by_id = {s.id: s for s in stored}
+    by_name = {s.name: s for s in stored}
+    present: list[int] = []
+    todo: list[NewStation] = []
+    for st, label in zip(stations, labels, strict=True):
+        same = by_id.get(st.id) if st.id != CHOOSE_ID else by_name.get(st.name)
+        if same is not None:
+            diffs = _differences(same, st, same_position_m)
+            if diffs:
+                raise StationMismatchError(
+                    f"{label}: station {same.id} is already stored as another station ({'; '.join(diffs)}); "
+                    "give it another id and name"
+                )
+            present.append(same.id)
+            continue
+        other = by_name.get(st.name)
+        if other is not None:
+            raise StationMismatchError(
+                f"{label}: the name {st.name!r} already belongs to station {other.id}; "
+                f"use id {other.id} or another name"
+            )
+        todo.append(st)
+    taken = set(by_id) | {st.id for st in stations}
+    next_id = max(taken, default=0) + 1
+    rows = []
+    for st in todo:
+        if st.id == CHOOSE_ID:
+            st = NewStation(**{**asdict(st), "id": next_id})
+            next_id += 1
+        rows.append(st)
+    added = ensure_stations(db, rows, same_position_m=same_position_m)
+    return Registered(added=added, present=present)

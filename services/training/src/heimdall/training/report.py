@@ -100,6 +100,8 @@ class TrainReport(_Part):
     skipped_sessions: dict[str, int]
     effective_batch_size: int
     epochs_run: int
+    best_epoch: int | None = None  # 1-based epoch with the lowest val_loss (best.ckpt)
+    stopped_early: bool = False  # early stopping ended training before the configured epochs
     resumed: bool
     resumed_from_epoch: int | None
     best_checkpoint: str

@@ -6,9 +6,10 @@ import json
 import logging
 import os
 import pickle
+import sys
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,9 +123,59 @@ class RunHistory(pl.Callback):
         self.resumed_from_epoch = int(checkpoint.get("epoch", len(history) - 1)) + 1
 
 
+class EpochLines(pl.Callback):
+    """One plain line per epoch (for logs and pipes, where a progress bar's control codes are noise):
+    ``epoch 3/50: train_loss 1.234, val_loss 1.456, val median 12.3 km, 0.8 s``."""
+
+    def __init__(self, echo: Callable[[str], None], max_epochs: int) -> None:
+        self.echo = echo
+        self.max_epochs = max_epochs
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        m = trainer.callback_metrics
+        parts = [f"{k} {float(m[k]):.4g}" for k in ("train_loss", "val_loss") if k in m]
+        if "val_median_error_m" in m:
+            parts.append(f"val median {float(m['val_median_error_m']) / 1000:.1f} km")
+        parts.append(f"{time.perf_counter() - self._t0:.1f} s")
+        self.echo(f"epoch {trainer.current_epoch + 1}/{self.max_epochs}: " + ", ".join(parts))
+
+
+def best_epoch(history: Sequence[Mapping[str, float]]) -> int | None:
+    """The 1-based epoch with the lowest val_loss (the one ``best.ckpt`` holds), None without one."""
+    rows = [(r["val_loss"], int(r["epoch"])) for r in history if "val_loss" in r and "epoch" in r]
+    return min(rows)[1] + 1 if rows else None
+
+
+def split_line(counts: Mapping[str, int], skipped: Mapping[str, int]) -> str:
+    """``sessions train/val/test: 28/6/6; skipped: 2 too_few_receivers`` (before fit)."""
+    why = ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())) or "none"
+    return f"sessions train/val/test: {counts['train']}/{counts['val']}/{counts['test']}; skipped: {why}"
+
+
+def stop_line(report: TrainReport) -> str:
+    """How training ended: early stopping (and the best epoch) or all epochs run."""
+    best = f"best epoch {report.best_epoch}" if report.best_epoch is not None else "no validation"
+    val = next(
+        (r.get("val_loss") for r in report.history if int(r.get("epoch", -1)) + 1 == report.best_epoch), None
+    )
+    val_text = f", val_loss {val:.4g}" if val is not None else ""
+    if report.stopped_early:
+        return f"early stopping at epoch {report.epochs_run} ({best}{val_text})"
+    return f"ran all {report.epochs_run} epochs ({best}{val_text})"
+
+
 def _trainer(
-    config: TrainConfig, ckpt_dir: Path, progress: bool, extra: Sequence[pl.Callback] = ()
+    config: TrainConfig,
+    ckpt_dir: Path,
+    progress: bool,
+    extra: Sequence[pl.Callback] = (),
+    echo: Callable[[str], None] | None = None,
 ) -> tuple[pl.Trainer, ModelCheckpoint]:
+    """``progress``: a TQDM bar on a terminal (stderr a TTY), else one :class:`EpochLines` line per epoch."""
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_last=True)
     callbacks: list[pl.Callback] = [
         best,
@@ -132,8 +183,11 @@ def _trainer(
         RunHistory(),
         *extra,
     ]
-    if progress:
+    bar = progress and sys.stderr.isatty()
+    if bar:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
+    elif progress:
+        callbacks.append(EpochLines(echo or log.info, config.epochs))
     devices: int | str = int(config.devices) if config.devices.isdigit() else config.devices
     trainer = pl.Trainer(
         max_epochs=config.epochs,
@@ -145,7 +199,7 @@ def _trainer(
         gradient_clip_val=config.gradient_clip,
         deterministic=True,
         logger=False,
-        enable_progress_bar=progress,
+        enable_progress_bar=bar,
         enable_model_summary=False,
         default_root_dir=str(ckpt_dir.parent),
         num_sanity_val_steps=0,
@@ -217,6 +271,7 @@ def run_training(
     model_id: str | None = None,
     callbacks: Sequence[pl.Callback] = (),
     split_override: Mapping[str, Sequence[str]] | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train, evaluate on the held-out split, export and verify ONNX, write the report.
 
@@ -226,7 +281,11 @@ def run_training(
     ``resume`` continues from ``output_dir/checkpoints/last.ckpt`` when it exists: the report then has
     ``resumed: true``, ``resumed_from_epoch`` (first epoch trained after resuming) and the complete
     ``history`` (epochs before the interruption come from the checkpoint); ``epochs_run`` counts them all.
+
+    ``echo`` receives the console lines (split sizes before fit, one line per epoch when ``progress`` and
+    stderr is not a terminal, how training ended); by default they go to the ``heimdall.training`` log.
     """
+    say = echo or log.info
     out = check_output_dir(Path(config.output_dir), "output_dir")
     # validate what --resume continues from before any data is read
     resume_ckpt = resume_checkpoint(out) if resume else None
@@ -262,7 +321,7 @@ def run_training(
     module = LocalizationModule(net, config.learning_rate, config.weight_decay, config.epochs)
     ckpt_dir = out / "checkpoints"
     try:
-        trainer, best_cb = _trainer(config, ckpt_dir, progress, callbacks)
+        trainer, best_cb = _trainer(config, ckpt_dir, progress, callbacks, say)
     except (MisconfigurationException, TypeError, ValueError) as exc:
         raise ConfigError(
             f"accelerator={config.accelerator!r}, devices={config.devices!r}, num_nodes={config.num_nodes}, "
@@ -279,9 +338,11 @@ def run_training(
         out.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves no empty folder
     except OSError as exc:
         raise UserError(f"cannot create output_dir {out}: {exc.strerror or exc}") from None
+    say(split_line(counts, arrays.skipped))
     t_fit = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resumed else None)
     fit_s = time.perf_counter() - t_fit
+    early = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))
     resumed_from = history_cb.resumed_from_epoch if resumed else None
     epochs_now = len(module.history) - (resumed_from or 0)
     best_path = Path(best_cb.best_model_path) if best_cb.best_model_path else last
@@ -296,6 +357,8 @@ def run_training(
             "skipped_sessions": arrays.skipped,
             "effective_batch_size": batch_size,
             "epochs_run": len(module.history),
+            "best_epoch": best_epoch(module.history),
+            "stopped_early": bool(early.stopped_epoch),
             "resumed": resumed,
             "resumed_from_epoch": resumed_from,
             "best_checkpoint": best_path.name,
@@ -308,6 +371,7 @@ def run_training(
         }
     )
     report = TrainReport.model_validate(figures)
+    say(stop_line(report))
     plot_loss_curves(module.history, out / "loss_curves.png")
     _write_json(out / "report.json", report.as_json())
     atomic_write_text(out / "report.md", render_report_md(report))
@@ -467,7 +531,9 @@ def render_report_md(report: TrainReport | Mapping[str, Any]) -> str:
         f"max position difference vs PyTorch {o['max_position_diff_m']:.3g} m over the test split; "
         f"ONNX Runtime p50 {o['latency_ms_p50']:.2f} ms per session on one thread.",
         "",
-        f"Training: {report['epochs_run']} epochs, {report['timing']['seconds_per_epoch']:.2f} s/epoch.",
+        f"Training: {report['epochs_run']} epochs"
+        f"{' (early stopping)' if report.get('stopped_early') else ''}, best epoch "
+        f"{report.get('best_epoch') or '-'}, {report['timing']['seconds_per_epoch']:.2f} s/epoch.",
         "",
         "Plots: loss_curves.png, error_cdf.png, prediction_map.png.",
         "",

@@ -96,7 +96,9 @@ def _time_partitioning() -> None:
             log.info("measurements is a TimescaleDB hypertable on timestamp")
             return
     op.create_index("ix_measurements_timestamp", "measurements", ["timestamp"])
-    log.warning(
+    # expected on SQLite (the embedded default): only PostgreSQL without the extension is worth a warning
+    log.log(
+        logging.WARNING if bind.dialect.name == "postgresql" else logging.DEBUG,
         "TimescaleDB is not available on %s: measurements is a plain table with a time index",
         bind.dialect.name,
     )
