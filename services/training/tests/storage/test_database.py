@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import func, inspect, select, text
 
 from heimdall.stations import NW_ITALY_STATIONS
 from heimdall.storage.database import DatabaseError, open_database, upgrade_schema
@@ -107,3 +107,25 @@ def test_silent_database_server_times_out(silent_tcp_server: int) -> None:
 def test_unsupported_database_url() -> None:
     with pytest.raises(DatabaseError, match="unsupported database URL"):
         open_database("mysql://root:pw@localhost/x")
+
+
+def test_concurrent_first_opens_migrate_once(db_url: str) -> None:
+    """Several writers opening a fresh database at once: one migrates and seeds, the others wait."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = db_url
+    barrier = threading.Barrier(4)
+
+    def first_open() -> int:
+        barrier.wait()
+        db = open_database(url)
+        try:
+            with db.sessions() as s:
+                return s.scalar(select(func.count()).select_from(WebSDRStation))
+        finally:
+            db.dispose()
+
+    with ThreadPoolExecutor(4) as pool:
+        counts = list(pool.map(lambda _: first_open(), range(4)))
+    assert counts == [len(NW_ITALY_STATIONS)] * 4

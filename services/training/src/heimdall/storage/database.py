@@ -12,7 +12,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, Insert, create_engine, event, select, text
+from sqlalchemy import Connection, Engine, Insert, create_engine, event, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -101,37 +101,58 @@ def _alembic_config() -> Config:
     return cfg
 
 
-def upgrade_schema(engine: Engine) -> str:
-    """Apply every pending migration; returns the revision now in force."""
+MIGRATION_LOCK_ID = 0x48454D44  # one PostgreSQL advisory lock ("HEMD") for schema changes
+SQLITE_MIGRATION_WAIT_MS = 60_000
+
+
+def upgrade_schema(engine: Engine, stations: Iterable[Station] = NW_ITALY_STATIONS) -> str:
+    """Apply every pending migration and seed the missing receivers; returns the revision now in force.
+
+    Two processes opening a fresh database at once (two `heimdall simulate` runs) would both create the
+    tables; so migration and seeding run in one transaction that first takes a lock — a PostgreSQL
+    advisory transaction lock, SQLite's write lock (`BEGIN IMMEDIATE`) — and the second process finds
+    the schema at head and the stations present.
+    """
     cfg = _alembic_config()
-    with engine.begin() as conn:
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_MIGRATION_WAIT_MS}")
+            conn.commit()
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_ID})
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
-        return MigrationContext.configure(conn).get_current_revision() or ""
+        seed_stations(conn, stations)
+        revision = MigrationContext.configure(conn).get_current_revision() or ""
+        conn.commit()
+    return revision
 
 
-def seed_stations(session: Session, stations: Iterable[Station] = NW_ITALY_STATIONS) -> int:
-    """Insert the receivers that are missing (by id); existing rows are left alone. Returns how many."""
-    existing = set(session.scalars(select(WebSDRStation.id)))
-    added = 0
-    for s in stations:
-        if s.id in existing:
-            continue
-        session.add(
-            WebSDRStation(
-                id=s.id,
-                name=s.name,
-                url=s.url,
-                latitude=s.latitude,
-                longitude=s.longitude,
-                altitude_asl=s.altitude_asl,
-                frequency_min_hz=s.frequency_min_hz,
-                frequency_max_hz=s.frequency_max_hz,
-                is_active=s.is_active,
-            )
-        )
-        added += 1
-    return added
+def seed_stations(conn: Connection, stations: Iterable[Station] = NW_ITALY_STATIONS) -> int:
+    """Insert the receivers that are missing (by id); existing rows are left alone. Returns how many.
+
+    Runs inside :func:`upgrade_schema`'s locked transaction, so concurrent first opens cannot both insert.
+    """
+    existing = set(conn.scalars(select(WebSDRStation.id)))
+    rows = [
+        {
+            "id": s.id,
+            "name": s.name,
+            "url": s.url,
+            "latitude": s.latitude,
+            "longitude": s.longitude,
+            "altitude_asl": s.altitude_asl,
+            "frequency_min_hz": s.frequency_min_hz,
+            "frequency_max_hz": s.frequency_max_hz,
+            "is_active": s.is_active,
+        }
+        for s in stations
+        if s.id not in existing
+    ]
+    if rows:
+        conn.execute(insert(WebSDRStation), rows)
+    return len(rows)
 
 
 @dataclass
@@ -167,9 +188,6 @@ def open_database(
             conn.execute(text("SELECT 1"))
         if migrate:
             upgrade_schema(engine)
-            factory = sessionmaker(engine, expire_on_commit=False)
-            with factory.begin() as session:
-                seed_stations(session)
     except SQLAlchemyError as exc:
         engine.dispose()
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
