@@ -60,12 +60,14 @@ def locate(model_ref: str, sample_path: Path) -> dict[str, Any]:
     # station id → complex recording (√mW); stations the model does not know are ignored
     recordings = dict(zip(sample["station_ids"].tolist(), sample["iq"], strict=True))
     inputs = model_inputs(loc.input_spec(), recordings, session_id=str(sample["session_id"]))
+    # the covariance comes out calibrated (the validation-fitted scale is part of the model)
     position, covariance = loc.predict(inputs.inputs, inputs.receiver_mask)
-    p, c = position[0], covariance[0] * loc.covariance_scale
+    p, c = position[0], covariance[0]
     lat, lon = loc.to_latlon(p)
     out: dict[str, Any] = {
         "session_id": inputs.session_id,
         "model_id": loc.model_id,
+        "covariance_scale": loc.covariance_scale,
         "position": {
             "latitude": float(lat),
             "longitude": float(lon),

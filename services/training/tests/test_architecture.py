@@ -17,7 +17,14 @@ ROOT = Path(heimdall.__file__).parent
 
 #: Bottom to top. A package not listed here fails the test: place a new room deliberately.
 LAYERS: list[tuple[str, ...]] = [
-    ("heimdall.errors", "heimdall.settings", "heimdall.geo", "heimdall.stations", "heimdall.atomic"),
+    (
+        "heimdall.errors",
+        "heimdall.settings",
+        "heimdall.geo",
+        "heimdall.stations",
+        "heimdall.atomic",
+        "heimdall.detection",
+    ),
     ("heimdall.features", "heimdall.loss", "heimdall.simulate"),
     ("heimdall.model", "heimdall.storage"),
     ("heimdall.services", "heimdall.ingest", "heimdall.data"),

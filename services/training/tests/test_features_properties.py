@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from heimdall.detection import HEARD_SNR_DB, heard
 from heimdall.features import (
     MAX_IQ_COMPONENT,
     SCALAR_NAMES,
@@ -84,7 +85,10 @@ def test_batch_features_are_finite_with_documented_shapes(case) -> None:
     n, f = iq.shape[0], cfg.n_frames(iq.shape[-1])
     log_mel, mfcc, scalars = extract_features_batch(iq, cfg)
     assert log_mel.shape == (n, 2 * cfg.n_mels, f) and mfcc.shape == (n, cfg.n_mfcc, f)
-    assert scalars.shape == (n, len(SCALAR_NAMES)) and set(np.unique(scalars[:, 3])) <= {0.0, 1.0}
+    assert scalars.shape == (n, len(SCALAR_NAMES)) and ((scalars[:, 3] >= 0) & (scalars[:, 3] <= 1)).all()
+    np.testing.assert_array_equal(
+        scalars[:, 3] >= 0.5, heard(scalars[:, 2] + HEARD_SNR_DB - cfg.heard_snr_db)
+    )
     assert log_mel.dtype == mfcc.dtype == scalars.dtype == np.float32
     assert iq_to_mel_spectrogram_batch(iq, cfg).shape == (n, 2 * cfg.n_mels, f)
     assert receiver_scalars_batch(iq, cfg).shape == (n, len(SCALAR_NAMES))

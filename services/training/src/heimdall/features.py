@@ -20,6 +20,8 @@ Conventions (shared by the numpy reference path and the torch/ONNX fast path):
   (weights ``~2/bandwidth_Hz``), i.e. dBm-like absolute units, not the band's total power.
 * MFCC: orthonormal DCT-II over the ``2*n_mels`` band axis of the dB log-mel, first ``n_mfcc`` kept.
 * Receiver scalars ``(power_dbm, noise_floor_dbm, snr_db, heard)``: see :func:`receiver_scalars_batch`.
+  ``heard`` is the *soft* weight of :func:`heimdall.detection.heard_weight` (a 1 dB ramp centred on the
+  6 dB rule), identical in both paths, so no hard step sits inside an exported graph.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ import scipy.special
 import torch
 from torch import nn
 
+from heimdall.detection import HEARD_RAMP_DB, HEARD_SNR_DB, heard, heard_weight
+
 __all__ = [
     "SCALAR_NAMES",
     "FeatureConfig",
@@ -48,6 +52,7 @@ __all__ = [
     "compute_mfcc",
     "dct_matrix",
     "extract_features_batch",
+    "heard_scalar",
     "iq_complex_to_real",
     "iq_to_mel_spectrogram",
     "iq_to_mel_spectrogram_batch",
@@ -60,7 +65,8 @@ __all__ = [
 ]
 
 #: Bumped whenever the feature *algorithm* changes, so cached features keyed by ``config_hash`` go stale.
-FEATURE_VERSION = 1
+#: 2: ``heard`` became the soft ramp of :func:`heimdall.detection.heard_weight` (was a 3 dB step).
+FEATURE_VERSION = 2
 
 #: Column order of the scalar arrays returned by the batch/torch paths.
 SCALAR_NAMES: tuple[str, ...] = ("power_dbm", "noise_floor_dbm", "snr_db", "heard")
@@ -81,8 +87,10 @@ class FeatureConfig:
     """Feature parameters; ``config_hash`` is the cache key of everything derived from them.
 
     ``noise_group_bins``, ``noise_quantile`` and ``heard_snr_db`` parametrise the noise-floor estimator and
-    the heard decision (see :func:`receiver_scalars_batch`); they are fields so that changing them
-    invalidates cached scalars.
+    the heard ramp's centre (see :func:`receiver_scalars_batch`); they are fields so that changing them
+    invalidates cached scalars. ``heard_snr_db`` defaults to the project's one rule,
+    :data:`heimdall.detection.HEARD_SNR_DB`; the baselines and the oracle read that rule, so only
+    experiments should move it.
     """
 
     sample_rate: float = 12500.0
@@ -96,7 +104,7 @@ class FeatureConfig:
     log_floor_mw: float = 1e-20
     noise_group_bins: int = 8
     noise_quantile: float = 0.1
-    heard_snr_db: float = 3.0
+    heard_snr_db: float = HEARD_SNR_DB
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
@@ -363,8 +371,19 @@ def _scalars_from_power(
     noise_dbm = _db(noise, config.log_floor_mw)
     ratio = (mean_power + config.log_floor_mw) / (noise + config.log_floor_mw) - 1.0
     snr = np.clip(10.0 * np.log10(np.maximum(ratio, _SNR_RATIO_FLOOR)), _SNR_MIN_DB, _SNR_MAX_DB)
-    heard = (snr >= config.heard_snr_db).astype(np.float64)
-    return np.stack([power_dbm, noise_dbm, snr, heard], axis=-1)
+    # the ramp reads the float32 SNR the scalars store, so `heard >= 0.5` is exactly `snr >= threshold`
+    snr = snr.astype(np.float32).astype(np.float64)
+    return np.stack([power_dbm, noise_dbm, snr, heard_scalar(snr, config)], axis=-1)
+
+
+def heard_scalar(snr_db: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
+    """The ``heard`` feature: :func:`heimdall.detection.heard_weight` centred on ``config.heard_snr_db``.
+
+    With the default configuration this *is* ``heard_weight(snr_db)`` (a 1 dB ramp around 6 dB, 0.5 at
+    the threshold), so ``heard >= 0.5`` ⟺ ``detection.heard(snr_db)``. A step would flip between float32
+    PyTorch and ONNX Runtime for a recording on the threshold; the ramp moves by at most |Δsnr| / 1 dB.
+    """
+    return heard_weight(np.asarray(snr_db, np.float64) + (HEARD_SNR_DB - config.heard_snr_db))
 
 
 def extract_features_batch(
@@ -438,16 +457,18 @@ def compute_mfcc(iq_or_logmel: np.ndarray, config: FeatureConfig = FeatureConfig
 
 @dataclass(frozen=True)
 class ReceiverScalars:
-    """Per-recording scalars; ``heard`` means the estimated SNR reaches ``config.heard_snr_db``."""
+    """Per-recording scalars; ``heard`` is the rule (estimated SNR ≥ the threshold), ``heard_weight`` the
+    soft feature the model reads (:func:`heard_scalar`)."""
 
     power_dbm: float
     noise_floor_dbm: float
     snr_db: float
     heard: bool
+    heard_weight: float
 
     def as_array(self) -> np.ndarray:
-        """``(4,)`` float32 in :data:`SCALAR_NAMES` order (heard as 0/1)."""
-        return np.array([self.power_dbm, self.noise_floor_dbm, self.snr_db, float(self.heard)], np.float32)
+        """``(4,)`` float32 in :data:`SCALAR_NAMES` order (the heard column is ``heard_weight``)."""
+        return np.array([self.power_dbm, self.noise_floor_dbm, self.snr_db, self.heard_weight], np.float32)
 
 
 def receiver_scalars_batch(iq: np.ndarray, config: FeatureConfig = FeatureConfig()) -> np.ndarray:
@@ -463,8 +484,9 @@ def receiver_scalars_batch(iq: np.ndarray, config: FeatureConfig = FeatureConfig
       using their 4th smallest instead of the ~10th-percentile one biases the floor up by only ~0.2-0.3 dB.
       It works wherever the signal sits in the band, unlike a fixed band-edge estimator.
     * ``snr_db = 10*log10(max(P/N - 1, 1e-3))`` clipped to [-30, 60].
-    * ``heard = snr_db >= heard_snr_db`` (3 dB): simulated receivers hear at mean SNR >= 6 dB, while
-      noise-only recordings give ``P/N - 1 ≈ 0`` and so estimate far below 0 dB; 3 dB splits the two.
+    * ``heard = heard_weight(snr_db)`` (:func:`heard_scalar`): 0 below 5.5 dB, 1 above 6.5 dB, linear in
+      between and 0.5 at the rule's 6 dB (:mod:`heimdall.detection`), so ``heard >= 0.5`` is the rule
+      ``snr_db >= 6``. Noise-only recordings give ``P/N - 1 ≈ 0``, i.e. far below 0 dB: weight 0.
     """
     return extract_features_batch(iq, config)[2]
 
@@ -475,7 +497,8 @@ def receiver_scalars(iq: np.ndarray, config: FeatureConfig = FeatureConfig()) ->
     power = _power_frames(iq[None], config)
     mean_power = np.mean(iq.real.astype(np.float64) ** 2 + iq.imag.astype(np.float64) ** 2)
     row = _scalars_from_power(power.mean(axis=1), np.array([mean_power]), power.shape[1], config)[0]
-    return ReceiverScalars(float(row[0]), float(row[1]), float(row[2]), bool(row[3]))
+    rule = bool(heard(row[2] + (HEARD_SNR_DB - config.heard_snr_db)))
+    return ReceiverScalars(float(row[0]), float(row[1]), float(row[2]), rule, float(row[3]))
 
 
 def iq_complex_to_real(iq: np.ndarray) -> np.ndarray:
@@ -494,7 +517,7 @@ def iq_complex_to_real(iq: np.ndarray) -> np.ndarray:
 class TorchFeatures(NamedTuple):
     log_mel: torch.Tensor  # (B, 2*n_mels, F)
     mfcc: torch.Tensor  # (B, n_mfcc, F)
-    scalars: torch.Tensor  # (B, 4), SCALAR_NAMES order, heard as 0/1
+    scalars: torch.Tensor  # (B, 4), SCALAR_NAMES order, heard as the soft weight in [0, 1]
 
 
 class TorchFeatureExtractor(nn.Module):
@@ -512,6 +535,9 @@ class TorchFeatureExtractor(nn.Module):
 
     The noise-floor bias correction depends on the frame count and is computed from the (static) input
     length, so export with a dynamic batch axis and a fixed recording length.
+
+    ``heard`` is the same clipped ramp as :func:`heard_scalar` (``Clip`` in ONNX), never a comparison: a
+    step would turn float32 rounding of an SNR on the threshold into a 0/1 flip between runtimes.
     """
 
     stft_weight: torch.Tensor
@@ -562,6 +588,6 @@ class TorchFeatureExtractor(nn.Module):
         ratio = (mean_power + 1.0) / (noise + 1.0) - 1.0
         snr = 10.0 * torch.log10(torch.clamp(ratio, min=_SNR_RATIO_FLOOR))
         snr = torch.clamp(snr, _SNR_MIN_DB, _SNR_MAX_DB)
-        heard = (snr >= cfg.heard_snr_db).to(iq.dtype)
-        scalars = torch.stack([power_dbm, noise_dbm, snr, heard], dim=-1)
+        heard_w = torch.clamp((snr - cfg.heard_snr_db) / HEARD_RAMP_DB + 0.5, 0.0, 1.0)
+        scalars = torch.stack([power_dbm, noise_dbm, snr, heard_w], dim=-1)
         return TorchFeatures(log_mel, mfcc, scalars)

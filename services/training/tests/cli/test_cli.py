@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -13,20 +17,42 @@ from typer.testing import CliRunner
 
 from heimdall.cli import app
 from heimdall.services import open_services
-from heimdall.storage.schema import Measurement, RecordingSession
+from heimdall.storage.schema import Base, Measurement, RecordingSession
 
 runner = CliRunner()
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-@pytest.mark.parametrize(
-    "args",
-    [[], ["simulate"], ["train"], ["db"], ["db", "upgrade"], ["import"], ["export"]],
-)
-def test_help_everywhere(args: list[str]) -> None:
+# What each help page must list (the documented command line), written out rather than read from the app.
+HELP = {
+    (): (
+        "simulate",
+        "train",
+        "evaluate",
+        "predict",
+        "db",
+        "import",
+        "export",
+        "stations",
+        "sessions",
+        "models",
+    ),
+    ("simulate",): ("--scenario", "--sessions", "--seed", "--duration", "--start", "--dataset"),
+    ("train",): ("--epochs", "--seed", "--config", "--dataset", "--resume", "--no-tracking"),
+    ("db",): ("upgrade",),
+    ("db", "upgrade"): ("--help",),
+    ("import",): ("sigmf", "powder"),
+    ("export",): ("sigmf",),
+}
+
+
+@pytest.mark.parametrize("args", sorted(HELP), ids=lambda a: " ".join(a) or "heimdall")
+def test_help_everywhere(args: tuple[str, ...]) -> None:
     result = runner.invoke(app, [*args, "--help"])
     assert result.exit_code == 0, result.output
-    assert "Usage" in result.output
+    assert re.search(rf"Usage: heimdall {' '.join(args)}\s*\[OPTIONS\]", result.output), result.output
+    missing = [n for n in HELP[args] if not re.search(rf"(^|\s){re.escape(n)}[\s,]", result.output, re.M)]
+    assert missing == [], (missing, result.output)
 
 
 def test_simulate_and_rerun_is_idempotent(embedded_env: Path) -> None:
@@ -81,15 +107,17 @@ def test_simulate_and_rerun_is_idempotent(embedded_env: Path) -> None:
 def test_simulate_bad_input_writes_nothing(embedded_env: Path, args: list[str], match: str) -> None:
     r = runner.invoke(app, [*args, "--no-progress"])
     assert r.exit_code == 2
-    assert match in r.output
-    assert not (embedded_env / "objects").exists()
+    (line,) = r.output.strip().splitlines()  # one line, the error naming the bad value
+    assert line.startswith("error: ") and match in line
+    assert not embedded_env.exists()  # refused before the database or the store was created
 
 
 def test_malformed_scenario_file(embedded_env: Path, tmp_path: Path) -> None:
     bad = tmp_path / "mine.yaml"
     bad.write_text("name: mine\nreceivers: 3\n")
     r = runner.invoke(app, ["simulate", "--scenario", str(bad), "--no-progress"])
-    assert r.exit_code == 2 and "mine.yaml" in r.output
+    assert r.exit_code == 2 and str(bad) in r.output and "receivers" in r.output, r.output
+    assert not embedded_env.exists()
 
 
 def test_unreachable_database_is_named_without_password(embedded_env: Path, monkeypatch) -> None:
@@ -99,9 +127,35 @@ def test_unreachable_database_is_named_without_password(embedded_env: Path, monk
     assert "127.0.0.1:1" in r.output and "topsecret" not in r.output
 
 
+MIGRATIONS = SRC / "heimdall" / "storage" / "migrations" / "versions"
+
+
+def _head_revision() -> str:
+    """The one revision no migration file names as its down_revision, read from the files themselves."""
+    revisions, parents = set(), set()
+    for f in MIGRATIONS.glob("*.py"):
+        text = f.read_text(encoding="utf-8")
+        revisions.update(re.findall(r'^revision\s*(?::[^=]*)?=\s*"([^"]+)"', text, re.M))
+        parents.update(re.findall(r'^down_revision\s*(?::[^=]*)?=\s*"([^"]+)"', text, re.M))
+    (head,) = revisions - parents
+    return head
+
+
 def test_db_upgrade(embedded_env: Path) -> None:
     r = runner.invoke(app, ["db", "upgrade"])
     assert r.exit_code == 0 and "latest schema revision" in r.output
+    db = embedded_env / "heimdall.db"
+    assert f"sqlite:///{db}" in r.output
+    with closing(sqlite3.connect(db)) as conn:  # read with sqlite3 itself, not through heimdall
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(_head_revision(),)]
+        tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert set(Base.metadata.tables) <= tables
+        stations = conn.execute("SELECT id, name FROM websdr_stations ORDER BY id").fetchall()
+    assert [i for i, _ in stations] == list(range(1, 8)) and (3, "Torino") in stations
+    again = runner.invoke(app, ["db", "upgrade"])
+    assert again.exit_code == 0 and "latest schema revision" in again.output
+    with closing(sqlite3.connect(db)) as conn:
+        assert conn.execute("SELECT count(*) FROM websdr_stations").fetchone() == (7,)  # seeded once
 
 
 def test_invalid_train_config_value(embedded_env: Path) -> None:
@@ -117,7 +171,8 @@ def test_train_on_empty_database_is_clear(embedded_env: Path, tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_seed_entry_point_verbatim(embedded_env: Path, tmp_path: Path) -> None:
-    """`python services/training/src/train_model.py --epochs … --batch_size 32 …` after simulate."""
+    """`python services/training/src/train_model.py --epochs … --batch_size … --learning_rate …` after
+    simulate: the seed's underscored flags reach the run (values other than the defaults, so it shows)."""
     r = runner.invoke(
         app, ["simulate", "--sessions", "12", "--seed", "4", "--duration", "0.1", "--no-progress"]
     )
@@ -129,9 +184,9 @@ def test_seed_entry_point_verbatim(embedded_env: Path, tmp_path: Path) -> None:
         "--epochs",
         "2",
         "--batch_size",
-        "32",
+        "8",
         "--learning_rate",
-        "1e-3",
+        "5e-4",
         "--output-dir",
         str(tmp_path / "models"),
         "--no-progress",
@@ -139,4 +194,8 @@ def test_seed_entry_point_verbatim(embedded_env: Path, tmp_path: Path) -> None:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "models" / "model.onnx").is_file()
-    assert "report:" in done.stdout
+    assert f"report: {tmp_path / 'models' / 'report.md'}" in done.stdout
+    report = json.loads((tmp_path / "models" / "report.json").read_text())
+    cfg = report["config"]
+    assert (cfg["epochs"], cfg["batch_size"], cfg["learning_rate"]) == (2, 8, 5e-4)
+    assert report["epochs_run"] == len(report["history"]) == 2

@@ -51,12 +51,23 @@ def _fails_cleanly(args: list[str], *names: str) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize(
-    "args", [["stations"], ["stations", "add"], ["stations", "list"], ["sessions"], ["sessions", "list"]]
-)
-def test_help(args: list[str]) -> None:
+HELP = {  # what each page must list: the documented commands, options and arguments
+    ("stations",): ("add", "list"),
+    ("stations", "add"): ("file",),
+    ("stations", "list"): ("--json",),
+    ("sessions",): ("list", "approve"),
+    ("sessions", "list"): ("--dataset", "--status", "--limit", "--json"),
+    ("sessions", "approve"): ("ids...", "--reject"),
+}
+
+
+@pytest.mark.parametrize("args", sorted(HELP), ids=" ".join)
+def test_help(args: tuple[str, ...]) -> None:
     r = runner.invoke(app, [*args, "--help"])
-    assert r.exit_code == 0 and "Usage" in r.output, r.output
+    assert r.exit_code == 0, r.output
+    assert re.search(rf"Usage: heimdall {' '.join(args)} \[OPTIONS\]", r.output), r.output
+    missing = [n for n in HELP[args] if not re.search(rf"(^|\s){re.escape(n)}\s", r.output, re.M)]
+    assert missing == [], (missing, r.output)
 
 
 @pytest.mark.parametrize(

@@ -56,8 +56,8 @@ def _set(method: Any, name: str, value: Any) -> None:
         (
             KNNFingerprint,
             "params",
-            {"k": 1, "weighting": "uniform", "fill_below_db": 0.0, "mode": "absolute"},
-            {"k": 30, "weighting": "uniform", "fill_below_db": 20.0, "mode": "relative"},
+            {"k": 1, "weighting": "uniform", "offset": "none", "band": "per_band"},
+            {"k": 30, "weighting": "uniform", "offset": "fitted", "band": "per_band"},
         ),
     ],
 )
@@ -93,8 +93,8 @@ def test_knn_exact_fingerprints_return_their_positions() -> None:
     knn = KNNFingerprint()
     knn.fit(train, truth)
     for params in (
-        {"k": 1, "weighting": "uniform", "fill_below_db": 10.0, "mode": "absolute"},
-        {"k": 8, "weighting": "inverse_distance", "fill_below_db": 10.0, "mode": "relative"},
+        {"k": 1, "weighting": "uniform", "offset": "none", "band": "per_band"},
+        {"k": 8, "weighting": "inverse_distance", "offset": "fitted", "band": "pooled"},
     ):
         knn.params = params
         pos, cov = knn.predict(train)

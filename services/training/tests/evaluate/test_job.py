@@ -112,3 +112,42 @@ def test_cli_evaluate(model_dir, sim_services, tmp_path, monkeypatch) -> None:
     )
     assert r.exit_code == 0, r.output
     assert "knn_fingerprint" in r.output and (tmp_path / "e" / "evaluation.md").is_file()
+
+
+def test_cli_outage_sessions_reach_the_study(model_dir, sim_services, tmp_path, monkeypatch) -> None:
+    """--outage-sessions N through the CLI: the study runs on N sessions, each row says how many it kept."""
+    monkeypatch.setenv("HEIMDALL_DATA_DIR", str(sim_services.settings.data_dir))
+    out = tmp_path / "e"
+    args = ["evaluate", "--model", str(model_dir), "--output-dir", str(out), "--no-oracle"]
+    r = CliRunner().invoke(app, [*args, "--outage-sessions", "2"])
+    assert r.exit_code == 0, r.output
+    on_disk = json.loads((out / "evaluation.json").read_text())
+    assert on_disk["n_sessions"] > 2 and on_disk["outage_n_sessions"] == 2
+    used = on_disk["outage_sessions_used"]
+    assert set(used) == set(on_disk["outage"]) and all(0 <= n <= 2 for n in used.values())
+    assert on_disk["outage_min_receivers_heard"] == 3
+    assert "| sessions |" in (out / "evaluation.md").read_text()
+
+
+def test_cli_scenario_file_must_be_the_sessions(model_dir, sim_services, tmp_path, monkeypatch) -> None:
+    """--scenario FILE whose content hash the sessions did not record: one line, exit 2, no folder left."""
+    from importlib import resources
+
+    monkeypatch.setenv("HEIMDALL_DATA_DIR", str(sim_services.settings.data_dir))
+    v2 = resources.files("heimdall").joinpath("scenarios", "nw-italy-v2.yaml")
+    r = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--model",
+            str(model_dir),
+            "--output-dir",
+            str(tmp_path / "e"),
+            "--no-outage",
+            "--scenario",
+            str(v2),
+        ],
+    )
+    assert r.exit_code == 2, r.output
+    assert "is not the scenario these sessions were simulated from" in r.output
+    assert not (tmp_path / "e").exists()

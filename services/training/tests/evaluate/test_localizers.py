@@ -10,11 +10,12 @@ from heimdall.evaluate.classical import LogDistanceNLS, observations_from_arrays
 from heimdall.evaluate.localizers import (
     CALIBRATION_GRID,
     BaselineLocalizer,
-    BayesOracleLocalizer,
     Localizer,
     OnnxModelLocalizer,
+    calibration_scale,
     classical_localizers,
 )
+from heimdall.evaluate.oracle_localizer import BayesOracleLocalizer
 from heimdall.features import SCALAR_NAMES
 
 RX = np.array([[0, 0], [20e3, 0], [0, 20e3], [20e3, 20e3], [10e3, 5e3]], float)
@@ -66,31 +67,53 @@ def test_baseline_localizer_is_its_method_on_the_arrays() -> None:
     assert np.array_equal(dropped, want) and not np.array_equal(dropped, pos)
 
 
-def test_onnx_model_localizer_chunks_drops_and_scales() -> None:
+def test_onnx_model_localizer_measures_the_shipped_covariance() -> None:
+    """The model row uses the covariance the model ships (scale 2 m² here); re-tuning is only reported."""
     calls: list[int] = []
 
-    class Model:  # stands in for an OnnxLocalizer: position = 100 m × receivers heard, covariance 1 m²
+    class Model:  # an OnnxLocalizer stand-in: position = 100 m × receivers present, calibrated Σ = 2 I
+        def __init__(self) -> None:
+            self.calibration = {"covariance_scale": 2.0, "fitted_on": "val", "on_grid_edge": False}
+            self.covariance_scale = 2.0
+
         def predict(self, x, mask):
             calls.append(len(x))
             assert np.array_equal(x[..., 0], mask)  # the dropped receiver's input is zeroed as its mask
             n = mask.sum(axis=1)
-            return np.stack([100.0 * n, np.zeros_like(n)], axis=1), np.tile(np.eye(2), (len(x), 1, 1))
+            return np.stack([100.0 * n, np.zeros_like(n)], axis=1), np.tile(2.0 * np.eye(2), (len(x), 1, 1))
 
     def inputs(ix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.ones((ix.size, 4, 1), np.float32), np.ones((ix.size, 4), np.float32)
 
     loc = OnnxModelLocalizer(Model(), inputs, chunk=3)
     arrays = SimpleNamespace(target_enu_m=np.tile([400.0, 0.0], (10, 1)), target_sigma_m=np.zeros(10))
-    arrays.target_enu_m[::2, 1] = 3.0  # 3 m off: the NLL prefers a larger covariance than 1 m²
+    arrays.target_enu_m[::2, 1] = 3.0  # half the sessions 3 m off: mean |e|² = 4.5 m²
     loc.fit(arrays, np.arange(10))
     tuning = loc.tune(arrays, np.arange(10))
-    assert calls == [3, 3, 3, 1] and tuning["chosen"] in CALIBRATION_GRID and tuning["chosen"] > 1.0
-    assert len(tuning["grid"]) == len(tuning["val_nll"]) == len(CALIBRATION_GRID)
+    assert calls == [3, 3, 3, 1]
+    assert tuning["chosen"] == 2.0 and tuning["source"] == "shipped with the model"
+    # coverage can only be 50 % (the 3 m sessions outside) or 100 %: the closest to 39.3 %/86.5 % puts
+    # them outside 1σ and inside 2σ, i.e. 1.125 ≤ extra factor < 4.5 (Mahalanobis² 4.5 / factor); among
+    # those the NLL (lowest at 1.125 × the shipped 2 m²) picks the first grid value above 1.125: 1.1892
+    diag = tuning["retuned_diagnostic"]
+    assert diag["extra_factor"] == 1.1892 and diag["val_nll_retuned"] <= diag["val_nll_shipped"]
     pos, cov = loc.predict(arrays, np.arange(5))
-    assert np.allclose(pos[:, 0], 400.0) and np.allclose(cov, np.eye(2) * tuning["chosen"])
+    assert np.allclose(pos[:, 0], 400.0) and np.array_equal(cov, np.tile(2.0 * np.eye(2), (5, 1, 1)))
     pos, _ = loc.predict(arrays, np.arange(5), drop=2)
     assert np.allclose(pos[:, 0], 300.0)
     assert loc.report(tuning) == {"covariance_scale": tuning}
+
+
+def test_calibration_scale_finds_a_known_variance_and_flags_the_grid_edge() -> None:
+    rng = np.random.default_rng(0)
+    n = 4000
+    err = rng.normal(0.0, 3.0, (n, 2))  # true per-axis variance 9 m², the model says 1 m²
+    cov = np.tile(np.eye(2), (n, 1, 1))
+    fitted = calibration_scale(err, cov, np.zeros((n, 2)), np.zeros(n))
+    assert abs(np.log(fitted["chosen"] / 9.0)) < np.log(1.1) and not fitted["on_grid_edge"]
+    assert fitted["n_sessions"] == n and len(fitted["val_nll"]) == len(fitted["grid"])
+    huge = calibration_scale(100.0 * err, cov, np.zeros((n, 2)), np.zeros(n))  # needs 9e4: off the grid
+    assert huge["chosen"] == CALIBRATION_GRID[-1] and huge["on_grid_edge"]
 
 
 def test_oracle_only_for_one_simulated_scenario() -> None:

@@ -1,14 +1,12 @@
 """Tests for heimdall.inference graph, onnx_export, verify, localizer and publish: one-graph ONNX export,
-parity, metadata, serving helpers and upload."""
+parity, metadata, serving helpers and upload (loading bad files and permissions: test_model_io.py)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import types
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +14,23 @@ import onnx
 import onnx.helper
 import pytest
 import torch
-
-from heimdall.atomic import (
-    atomic_path,
-    atomic_write_bytes,
-    atomic_write_text,
-    check_output_dir,
-    default_file_mode,
-    removed_on_failure,
+from exported_models import (
+    CFG,
+    NETWORK,
+    Exported,
+    R,
+    T,
+    random_iq,
+    random_mask,
+    random_scalars,
+    random_stats,
+    scalar_example,
+    small_net,
+    tiny_graph,
 )
-from heimdall.data.network import ReceiverNetwork
+
 from heimdall.data.normalization import NormStats
-from heimdall.features import FeatureConfig, TorchFeatureExtractor
+from heimdall.features import TorchFeatureExtractor
 from heimdall.inference.contract import NotAHeimdallModelError
 from heimdall.inference.graph import InferenceGraph, model_metadata
 from heimdall.inference.localizer import OnnxLocalizer, ellipse
@@ -39,104 +42,6 @@ from heimdall.storage.objectstore import FileObjectStore, ObjectStoreError
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
-
-R = 7
-T = 1024  # 7 STFT frames: short recordings keep the tests fast; the contract fixes T at export
-CFG = FeatureConfig()
-NOISE_AMPLITUDE = 3e-7  # complex Gaussian noise at ~-130 dBm, the calibrated level of real recordings
-
-NETWORK = ReceiverNetwork(
-    station_ids=(3, 5, 8, 13, 21, 34, 55),
-    names=("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf"),
-    latitudes=(59.91, 59.95, 59.87, 60.02, 59.80, 59.93, 59.99),
-    longitudes=(10.75, 10.60, 10.90, 10.70, 10.65, 11.00, 10.45),
-)
-
-
-def _stats(n_bands: int, rng: np.random.Generator) -> NormStats:
-    """Statistics fitted on random features at realistic levels (dBm-like bands, raw scalars)."""
-    n = 200
-    spec = rng.normal(-150.0, 8.0, (n, R, n_bands, 5)).astype(np.float32)
-    scalars = np.stack(
-        [
-            rng.normal(-125.0, 10.0, (n, R)),
-            rng.normal(-130.0, 3.0, (n, R)),
-            rng.normal(5.0, 10.0, (n, R)),
-            rng.integers(0, 2, (n, R)),
-        ],
-        axis=-1,
-    ).astype(np.float32)
-    return NormStats.fit(spec, scalars, rng.random((n, R)) < 0.8)
-
-
-def _random_iq(n: int, rng: np.random.Generator, n_samples: int = T) -> np.ndarray:
-    """Calibrated IQ ``(n, R, 2, T)`` float32: noise at varying levels, a strong tone on some receivers."""
-    shape = (n, R, n_samples)
-    level = 10.0 ** (rng.uniform(-6.0, 6.0, (n, R, 1)) / 20.0)
-    x = NOISE_AMPLITUDE / math.sqrt(2.0) * level * (rng.normal(size=shape) + 1j * rng.normal(size=shape))
-    tone = np.exp(2j * np.pi * rng.uniform(-0.4, 0.4, (n, R, 1)) * np.arange(n_samples))
-    x += (rng.random((n, R, 1)) < 0.5) * NOISE_AMPLITUDE * 10.0 * tone  # +20 dB: clearly heard
-    return np.stack([x.real, x.imag], axis=-2).astype(np.float32)
-
-
-def _random_mask(n: int, rng: np.random.Generator) -> np.ndarray:
-    """``(n, R)`` float32 with at least 3 receivers present per session."""
-    mask = rng.random((n, R)) < 0.6
-    for row in mask:
-        row[rng.permutation(R)[:3]] = True
-    return mask.astype(np.float32)
-
-
-def _net(use_spectrogram: bool, **kwargs: object) -> LocalizationNet:
-    positions_km = NETWORK.positions_enu_m() / 1000.0
-    torch.manual_seed(0)
-    net = LocalizationNet(
-        R, positions_km, 4, CFG.n_bands, use_spectrogram, position_scale_m=30_000.0, **kwargs
-    )
-    return net.eval()
-
-
-@dataclass
-class Exported:
-    graph: InferenceGraph
-    path: Path
-    metadata: dict[str, str]
-
-
-@pytest.fixture(scope="module")
-def iq_model(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    rng = np.random.default_rng(1)
-    net = _net(True, embed_dim=16, cnn_channels=16, id_embed_dim=4, n_heads=2)
-    graph = InferenceGraph(net, _stats(CFG.n_bands, rng), CFG, from_iq=True)
-    metadata = model_metadata(NETWORK, CFG, "iq-test_1", run_id="abc")
-    example = (torch.from_numpy(_random_iq(3, rng)), torch.from_numpy(_random_mask(3, rng)))
-    path = export_onnx(graph, example, tmp_path_factory.mktemp("iq") / "model.onnx", metadata)
-    return Exported(graph, path, metadata)
-
-
-@pytest.fixture(scope="module")
-def scalar_model(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    rng = np.random.default_rng(2)
-    graph = InferenceGraph(_net(False, embed_dim=16, pooling="mean"), _stats(0, rng), from_iq=False)
-    metadata = model_metadata(NETWORK, CFG, "power-only")
-    example = (torch.from_numpy(_random_scalars(3, rng)), torch.from_numpy(_random_mask(3, rng)))
-    path = export_onnx(graph, example, tmp_path_factory.mktemp("scalars") / "model.onnx", metadata)
-    return Exported(graph, path, metadata)
-
-
-def _random_scalars(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Raw scalars ``(n, R, 4)`` with ~20 % NaN (unknown) entries."""
-    sc = np.stack(
-        [
-            rng.normal(-120.0, 10.0, (n, R)),
-            rng.normal(-130.0, 3.0, (n, R)),
-            rng.uniform(-30.0, 40.0, (n, R)),
-            rng.integers(0, 2, (n, R)),
-        ],
-        axis=-1,
-    ).astype(np.float32)
-    sc[rng.random(sc.shape) < 0.2] = np.nan
-    return sc
 
 
 def _ort(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -154,7 +59,7 @@ def _ort(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
 def test_iq_graph_replicates_features_normstats_and_net(iq_model: Exported) -> None:
     """The fused graph equals the training path: features → NormStats.apply (numpy) → net → L Lᵀ."""
     rng = np.random.default_rng(3)
-    iq, mask = _random_iq(6, rng), _random_mask(6, rng)
+    iq, mask = random_iq(6, rng), random_mask(6, rng)
     graph = iq_model.graph
     with torch.no_grad():
         feats = TorchFeatureExtractor(CFG)(torch.from_numpy(iq.reshape(-1, 2, T)))
@@ -176,7 +81,7 @@ def test_iq_graph_replicates_features_normstats_and_net(iq_model: Exported) -> N
 
 def test_iq_onnx_parity_over_many_sessions(iq_model: Exported) -> None:
     rng = np.random.default_rng(4)
-    iq, mask = _random_iq(64, rng), _random_mask(64, rng)
+    iq, mask = random_iq(64, rng), random_mask(64, rng)
     report = onnx_parity(iq_model.path, iq_model.graph, (iq, mask), chunk_size=24)  # 3 uneven chunks
     assert report["n_sessions"] == 64
     assert report["max_position_diff_m"] < 1.0, report
@@ -186,7 +91,7 @@ def test_iq_onnx_parity_over_many_sessions(iq_model: Exported) -> None:
 @pytest.mark.parametrize("batch", [1, 5])
 def test_dynamic_batch_axis(iq_model: Exported, batch: int) -> None:
     rng = np.random.default_rng(10 + batch)
-    iq, mask = _random_iq(batch, rng), _random_mask(batch, rng)
+    iq, mask = random_iq(batch, rng), random_mask(batch, rng)
     position, covariance = _ort(iq_model.path, {"iq": iq, "receiver_mask": mask})
     assert position.shape == (batch, 2) and covariance.shape == (batch, 2, 2)
     assert position.dtype == covariance.dtype == np.float32
@@ -201,7 +106,7 @@ def test_dynamic_batch_axis(iq_model: Exported, batch: int) -> None:
 @pytest.mark.parametrize("fill", ["zeros", "huge", "other_noise"])
 def test_absent_receivers_iq_does_not_matter(iq_model: Exported, fill: str) -> None:
     rng = np.random.default_rng(20)
-    iq, mask = _random_iq(4, rng), _random_mask(4, rng)
+    iq, mask = random_iq(4, rng), random_mask(4, rng)
     mask[:, 0] = 0.0
     mask[:, 1:4] = 1.0
     changed = iq.copy()
@@ -210,7 +115,7 @@ def test_absent_receivers_iq_does_not_matter(iq_model: Exported, fill: str) -> N
     elif fill == "huge":
         changed[:, 0] = 1e3  # 1e6 mW = +60 dBm, far outside any real recording
     else:
-        changed[:, 0] = _random_iq(4, rng)[:, 0] * 100.0
+        changed[:, 0] = random_iq(4, rng)[:, 0] * 100.0
     localizer = OnnxLocalizer(iq_model.path)
     base_pos, base_cov = localizer.predict(iq, mask)
     pos, cov = localizer.predict(changed, mask)
@@ -257,7 +162,7 @@ def test_localizer_round_trips_the_frame(iq_model: Exported) -> None:
 
 def test_localizer_predict_matches_graph_and_accepts_complex_iq(iq_model: Exported) -> None:
     rng = np.random.default_rng(30)
-    iq, mask = _random_iq(3, rng), _random_mask(3, rng)
+    iq, mask = random_iq(3, rng), random_mask(3, rng)
     localizer = OnnxLocalizer(iq_model.path)
     pos, cov = localizer.predict(iq, mask > 0.5)
     assert pos.dtype == cov.dtype == np.float64 and pos.shape == (3, 2) and cov.shape == (3, 2, 2)
@@ -273,7 +178,7 @@ def test_localizer_predict_matches_graph_and_accepts_complex_iq(iq_model: Export
 
 def test_wrong_receiver_count_is_a_clear_error(iq_model: Exported) -> None:
     rng = np.random.default_rng(40)
-    iq, mask = _random_iq(2, rng), _random_mask(2, rng)
+    iq, mask = random_iq(2, rng), random_mask(2, rng)
     localizer = OnnxLocalizer(iq_model.path)
     with pytest.raises(ValueError, match=r"expects 7 receivers.*got 5"):
         localizer.predict(iq[:, :5], mask[:, :5])
@@ -292,7 +197,7 @@ def test_wrong_receiver_count_is_a_clear_error(iq_model: Exported) -> None:
 
 def test_power_only_graph_matches_normstats_and_exports(scalar_model: Exported) -> None:
     rng = np.random.default_rng(50)
-    scalars, mask = _random_scalars(64, rng), _random_mask(64, rng)
+    scalars, mask = random_scalars(64, rng), random_mask(64, rng)
     graph = scalar_model.graph
     stats = NormStats(np.zeros(0), np.ones(0), graph.scalar_mean.numpy(), graph.scalar_std.numpy())
     _, sc = stats.apply(np.zeros((64, R, 0, 1)), scalars, mask > 0.5)
@@ -318,28 +223,19 @@ def test_power_only_graph_matches_normstats_and_exports(scalar_model: Exported) 
 def test_inference_graph_rejects_inconsistent_parts() -> None:
     rng = np.random.default_rng(60)
     with pytest.raises(ValueError, match="from_iq=True"):
-        InferenceGraph(_net(True, embed_dim=16), _stats(CFG.n_bands, rng), CFG, from_iq=False)
+        InferenceGraph(small_net(True, embed_dim=16), random_stats(CFG.n_bands, rng), CFG, from_iq=False)
     with pytest.raises(ValueError, match="band mismatch"):
-        InferenceGraph(_net(True, embed_dim=16), _stats(10, rng), CFG)
+        InferenceGraph(small_net(True, embed_dim=16), random_stats(10, rng), CFG)
     with pytest.raises(ValueError, match="scalars"):
-        stats = _stats(CFG.n_bands, rng)
+        stats = random_stats(CFG.n_bands, rng)
         InferenceGraph(
-            _net(True, embed_dim=16), NormStats(stats.spec_mean, stats.spec_std, np.zeros(3), np.ones(3))
+            small_net(True, embed_dim=16), NormStats(stats.spec_mean, stats.spec_std, np.zeros(3), np.ones(3))
         )
 
 
 # --------------------------------------------------------------------------------------------------------
 # Atomic writes and metadata validation
 # --------------------------------------------------------------------------------------------------------
-
-
-def _tiny_graph() -> InferenceGraph:
-    rng = np.random.default_rng(70)
-    return InferenceGraph(_net(False, embed_dim=8, pooling="mean"), _stats(0, rng), from_iq=False)
-
-
-def _scalar_example(batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.zeros(batch, R, 4), torch.ones(batch, R)
 
 
 def _raise(*args: object, **kwargs: object) -> None:
@@ -360,7 +256,7 @@ def test_failed_export_leaves_old_model_untouched(
         monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: fake)
         error = onnx.checker.ValidationError
     with pytest.raises(error):
-        export_onnx(_tiny_graph(), _scalar_example(), target, model_metadata(NETWORK, CFG, "m"))
+        export_onnx(tiny_graph(), scalar_example(), target, model_metadata(NETWORK, CFG, "m"))
     assert target.read_bytes() == b"previous model"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
 
@@ -381,14 +277,14 @@ def test_export_validates_metadata_before_writing(
     metadata: dict[str, object] = dict(model_metadata(NETWORK, CFG, "m"))
     change(metadata)
     with pytest.raises((ValueError, TypeError), match=match):
-        export_onnx(_tiny_graph(), _scalar_example(), tmp_path / "model.onnx", metadata)
+        export_onnx(tiny_graph(), scalar_example(), tmp_path / "model.onnx", metadata)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_export_refuses_batch_of_one(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 2"):
         export_onnx(
-            _tiny_graph(), _scalar_example(1), tmp_path / "model.onnx", model_metadata(NETWORK, CFG, "m")
+            tiny_graph(), scalar_example(1), tmp_path / "model.onnx", model_metadata(NETWORK, CFG, "m")
         )
 
 
@@ -458,8 +354,8 @@ def test_default_size_model_is_small_and_fast_enough_to_time(tmp_path: Path) -> 
     n_samples = 6250
     rng = np.random.default_rng(80)
     net = LocalizationNet(R, NETWORK.positions_enu_m() / 1000.0, 4).eval()
-    graph = InferenceGraph(net, _stats(CFG.n_bands, rng), CFG)
-    iq, mask = _random_iq(2, rng, n_samples), _random_mask(2, rng)
+    graph = InferenceGraph(net, random_stats(CFG.n_bands, rng), CFG)
+    iq, mask = random_iq(2, rng, n_samples), random_mask(2, rng)
     path = export_onnx(
         graph,
         (torch.from_numpy(iq), torch.from_numpy(mask)),
@@ -472,111 +368,3 @@ def test_default_size_model_is_small_and_fast_enough_to_time(tmp_path: Path) -> 
     assert size_mb <= 5.0
     assert set(timing) == {"p50_ms", "p90_ms", "mean_ms"}
     assert 0.0 < timing["p50_ms"] <= timing["p90_ms"]
-
-
-# --------------------------------------------------------------------------------------------------------
-# Loading what a user hands us, and the permissions of what we write
-# --------------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def umask_002() -> Iterator[int]:
-    """umask 002 for one test: the expected mode 0664 differs from mkstemp's 0600."""
-    old = os.umask(0o002)
-    try:
-        yield 0o002
-    finally:
-        os.umask(old)
-
-
-def test_exported_model_has_ordinary_permissions(tmp_path: Path, umask_002: int) -> None:
-    path = export_onnx(
-        _tiny_graph(), _scalar_example(), tmp_path / "model.onnx", model_metadata(NETWORK, CFG, "m")
-    )
-    assert path.stat().st_mode & 0o777 == 0o666 & ~umask_002
-    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # no temporary file left
-
-
-def test_atomic_writes_have_ordinary_permissions(tmp_path: Path, umask_002: int) -> None:
-    target = tmp_path / "report.json"
-    atomic_write_text(target, "{}")
-    atomic_write_bytes(tmp_path / "blob", b"\x00")
-    for p in (target, tmp_path / "blob"):
-        assert p.stat().st_mode & 0o777 == 0o666 & ~umask_002
-    assert default_file_mode() == 0o664
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
-        tmp.write_text("half")
-        raise RuntimeError("writer died")
-    assert target.read_text() == "{}"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["blob", "report.json"]
-
-
-def test_removed_on_failure_only_removes_what_it_made(tmp_path: Path) -> None:
-    made = tmp_path / "new" / "deeper"
-    with pytest.raises(ValueError), removed_on_failure(made):
-        made.mkdir(parents=True)
-        (made / "partial.png").write_bytes(b"x")
-        raise ValueError("late failure")
-    assert list(tmp_path.iterdir()) == []
-    kept = tmp_path / "run"
-    with pytest.raises(ValueError), removed_on_failure(kept, keep_files=True):
-        (kept / "checkpoints").mkdir(parents=True)
-        (kept / "empty").mkdir()
-        (kept / "checkpoints" / "last.ckpt").write_bytes(b"weights")
-        raise ValueError("failure after a checkpoint")
-    left = [str(p.relative_to(kept)) for p in sorted(kept.rglob("*"))]
-    assert left == ["checkpoints", "checkpoints/last.ckpt"]
-    existing = tmp_path / "existing"
-    existing.mkdir()
-    with pytest.raises(ValueError), removed_on_failure(existing):
-        (existing / "x").write_bytes(b"x")
-        raise ValueError("boom")
-    assert (existing / "x").exists()  # a folder that existed before is never removed
-    with pytest.raises(ValueError, match="is not a directory"):
-        check_output_dir(existing / "x" / "sub")
-
-
-@pytest.mark.parametrize("kind", ["truncated", "random", "text", "empty"])
-def test_unreadable_onnx_file_is_one_clear_error(scalar_model: Exported, tmp_path: Path, kind: str) -> None:
-    good = scalar_model.path.read_bytes()
-    data = {
-        "truncated": good[: len(good) // 2],
-        "random": np.random.default_rng(3).bytes(4096),
-        "text": b"not a model\n",
-        "empty": b"",
-    }[kind]
-    bad = tmp_path / "model.onnx"
-    bad.write_bytes(data)
-    with pytest.raises(NotAHeimdallModelError, match=rf"{bad}.* not a readable ONNX model") as err:
-        OnnxLocalizer(bad)
-    assert "\n" not in str(err.value)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        OnnxLocalizer(tmp_path / "missing.onnx")
-    if kind != "empty":  # an empty protobuf parses (as an empty model): the contract check refuses it
-        with pytest.raises(NotAHeimdallModelError, match="not a readable ONNX model"):
-            upload_model(FileObjectStore(tmp_path / "store"), "models", "m1", bad)
-
-
-@pytest.mark.parametrize(
-    ("key", "value", "match"),
-    [
-        ("n_receivers", str(10**9), "n_receivers=1000000000"),
-        ("n_receivers", "seven", "malformed Heimdall metadata"),
-        ("station_ids", "[1, 2", "malformed Heimdall metadata"),
-        ("n_samples", str(10**12), "n_samples=1000000000000 is outside"),
-    ],
-)
-def test_metadata_cannot_ask_for_absurd_inputs(
-    scalar_model: Exported, tmp_path: Path, key: str, value: str, match: str
-) -> None:
-    proto = onnx.load(str(scalar_model.path))
-    props = {p.key: p.value for p in proto.metadata_props}
-    props[key] = value
-    del proto.metadata_props[:]
-    for k, v in props.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    path = tmp_path / "model.onnx"
-    onnx.save(proto, str(path))
-    with pytest.raises(NotAHeimdallModelError, match=match):
-        OnnxLocalizer(path)

@@ -2,12 +2,15 @@
 
 The metadata written by export carries the receivers (ids, names, latitude/longitude/altitude), the
 frame origin, the full feature configuration and the covariance calibration; OnnxLocalizer reads them.
+The calibration is a graph constant: bare ONNX Runtime already returns the calibrated covariance, and
+no consumer applies it a second time; files from before (metadata only, or none) still load.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import subprocess
 import sys
 import textwrap
@@ -21,6 +24,7 @@ from heimdall.data.network import ReceiverNetwork
 from heimdall.data.normalization import NormStats
 from heimdall.features import FeatureConfig
 from heimdall.inference.graph import InferenceGraph, model_metadata
+from heimdall.inference.localizer import OnnxLocalizer, ort_session
 from heimdall.inference.onnx_export import export_onnx
 from heimdall.model import LocalizationNet
 
@@ -37,10 +41,10 @@ NETWORK = ReceiverNetwork(
 )
 ALTITUDES = (240.0, None, 310.5, 198.0)
 SCALE = 2.5
+CALIBRATION = {"covariance_scale": SCALE, "fitted_on": "val", "applied_in_graph": True}
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _net_and_stats() -> tuple[LocalizationNet, NormStats]:
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
     net = LocalizationNet(
@@ -59,17 +63,52 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = rng.normal(-150.0, 8.0, (n, R, CFG.n_bands, 5)).astype(np.float32)
     scalars = rng.normal(-120.0, 10.0, (n, R, 4)).astype(np.float32)
     stats = NormStats.fit(spec, scalars, rng.random((n, R)) < 0.8)
-    graph = InferenceGraph(net, stats, CFG, from_iq=True)
-    meta = model_metadata(
-        NETWORK,
-        CFG,
-        "alone-1",
-        altitudes_m=ALTITUDES,
-        calibration={"covariance_scale": SCALE, "fitted_on": "val"},
-    )
-    iq = 1e-6 * rng.normal(size=(2, R, 2, T)).astype(np.float32)
-    example = (torch.from_numpy(iq), torch.ones(2, R))
-    return export_onnx(graph, example, tmp_path_factory.mktemp("alone") / "model.onnx", meta)
+    return net, stats
+
+
+def _example() -> tuple[torch.Tensor, torch.Tensor]:
+    iq = 1e-6 * np.random.default_rng(1).normal(size=(2, R, 2, T)).astype(np.float32)
+    return torch.from_numpy(iq), torch.ones(2, R)
+
+
+def _session(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """IQ (1, R, 2, T) of noise at -120 dBm with a tone on two receivers, and a full mask."""
+    rng = np.random.default_rng(seed)
+    x = 1e-6 * (rng.normal(size=(R, T)) + 1j * rng.normal(size=(R, T)))
+    x[:2] += 3e-5 * np.exp(2j * np.pi * 0.1 * np.arange(T))
+    return np.stack([x.real, x.imag], axis=-2)[None].astype(np.float32), np.ones((1, R), np.float32)
+
+
+def _bare(path: Path, iq: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pos, cov = ort_session(path).run(None, {"iq": iq, "receiver_mask": mask})
+    return pos.astype(np.float64), cov.astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    net, stats = _net_and_stats()
+    graph = InferenceGraph(net, stats, CFG, from_iq=True, covariance_scale=SCALE)
+    meta = model_metadata(NETWORK, CFG, "alone-1", altitudes_m=ALTITUDES, calibration=CALIBRATION)
+    return export_onnx(graph, _example(), tmp_path_factory.mktemp("alone") / "model.onnx", meta)
+
+
+def _with_metadata(src: Path, dst: Path, change: dict[str, str | None]) -> Path:
+    """A copy of ``src`` with metadata keys replaced (None removes the key), graph untouched."""
+    import onnx
+
+    proto = onnx.load(str(src))
+    props = {p.key: p.value for p in proto.metadata_props}
+    for key, value in change.items():
+        if value is None:
+            props.pop(key, None)
+        else:
+            props[key] = value
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(dst))
+    return dst
 
 
 def test_metadata_carries_receivers_frame_features_and_calibration(model_file: Path) -> None:
@@ -83,7 +122,69 @@ def test_metadata_carries_receivers_frame_features_and_calibration(model_file: P
     assert [r["altitude_m"] for r in receivers] == list(ALTITUDES)
     assert float(meta["frame_origin_lat"]) == NETWORK.frame.origin_lat
     assert json.loads(meta["feature_config"]) == dataclasses.asdict(CFG)
-    assert json.loads(meta["calibration"]) == {"covariance_scale": SCALE, "fitted_on": "val"}
+    assert json.loads(meta["calibration"]) == CALIBRATION
+
+
+def test_the_scale_is_a_graph_constant_applied_once(model_file: Path, tmp_path: Path) -> None:
+    """Bare ONNX Runtime returns SCALE × the network's covariance; OnnxLocalizer does not multiply again."""
+    net, stats = _net_and_stats()
+    unscaled = InferenceGraph(net, stats, CFG, from_iq=True)
+    iq, mask = _session(7)
+    pos, cov = _bare(model_file, iq, mask)
+    with torch.no_grad():
+        want_pos, want_cov = (
+            t.double().numpy() for t in unscaled(torch.from_numpy(iq), torch.from_numpy(mask))
+        )
+    np.testing.assert_allclose(pos, want_pos, atol=1.0)
+    np.testing.assert_allclose(cov, SCALE * want_cov, rtol=1e-3)
+    loc = OnnxLocalizer(model_file)
+    assert loc.covariance_scale == SCALE and loc.calibrated
+    np.testing.assert_array_equal(loc.predict(iq, mask)[1], cov)
+    # an older file whose metadata records a scale its graph does not apply: OnnxLocalizer applies it
+    older = InferenceGraph(net, stats, CFG, from_iq=True)
+    legacy_meta = model_metadata(
+        NETWORK, CFG, "legacy", calibration={"covariance_scale": SCALE, "fitted_on": "val"}
+    )
+    legacy = export_onnx(older, _example(), tmp_path / "legacy.onnx", legacy_meta)
+    _, legacy_raw = _bare(legacy, iq, mask)
+    np.testing.assert_allclose(OnnxLocalizer(legacy).predict(iq, mask)[1], SCALE * legacy_raw, rtol=1e-12)
+    np.testing.assert_allclose(SCALE * legacy_raw, cov, rtol=1e-3)
+
+
+def test_export_refuses_a_scale_applied_twice_or_unrecorded(tmp_path: Path) -> None:
+    net, stats = _net_and_stats()
+    scaled = InferenceGraph(net, stats, CFG, from_iq=True, covariance_scale=SCALE)
+    for calibration, match in [
+        (None, "applied in the graph"),  # metadata says 1.0 in the graph, the graph applies 2.5
+        ({"covariance_scale": SCALE, "fitted_on": "val"}, "apply it twice"),
+    ]:
+        meta = model_metadata(NETWORK, CFG, "m", calibration=calibration)
+        with pytest.raises(ValueError, match=match):
+            export_onnx(scaled, _example(), tmp_path / "model.onnx", meta)
+    with pytest.raises(ValueError, match="covariance_scale"):
+        InferenceGraph(net, stats, CFG, covariance_scale=0.0)
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_a_model_without_calibration_loads_with_scale_one_and_one_warning(
+    model_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    net, stats = _net_and_stats()
+    plain = export_onnx(
+        InferenceGraph(net, stats, CFG, from_iq=True),
+        _example(),
+        tmp_path / "plain.onnx",
+        model_metadata(NETWORK, CFG, "never-calibrated"),
+    )
+    old = _with_metadata(plain, tmp_path / "old.onnx", {"calibration": None})
+    iq, mask = _session(8)
+    caplog.set_level(logging.WARNING, logger="heimdall.inference")
+    for _ in range(3):
+        loc = OnnxLocalizer(old)
+        assert loc.covariance_scale == 1.0 and not loc.calibrated
+        np.testing.assert_array_equal(loc.predict(iq, mask)[1], _bare(old, iq, mask)[1])
+    said = [r for r in caplog.records if "no fitted covariance calibration" in r.getMessage()]
+    assert len(said) == 1 and "never-calibrated" in said[0].getMessage()
 
 
 def test_default_calibration_is_scale_one() -> None:
@@ -118,7 +219,7 @@ def test_the_model_file_alone_locates_a_session_from_iq(model_file: Path, tmp_pa
             recordings = {{int(k): npz[k] for k in npz.files}}
         inputs = model_inputs(loc.input_spec(), recordings, session_id="s")
         out = as_json(predict_session(loc, inputs))
-        pos, cov = loc.predict(inputs.inputs, inputs.receiver_mask)
+        pos, cov = loc.session.run(None, {{"iq": inputs.inputs, "receiver_mask": inputs.receiver_mask}})
         loaded = sorted(m for m in sys.modules if m.startswith(("heimdall.storage", "heimdall.data",
                         "heimdall.services", "sqlalchemy", "boto3")))
         print(json.dumps({{"out": out, "cov": cov[0].tolist(), "loaded": loaded,
@@ -136,7 +237,9 @@ def test_the_model_file_alone_locates_a_session_from_iq(model_file: Path, tmp_pa
     assert [r["altitude_m"] for r in got["receivers"]] == list(ALTITUDES)
     out = got["out"]
     assert out["receivers"] == {"used": [11, 13, 14], "absent": [12], "ignored": [77]}
-    np.testing.assert_allclose(out["covariance_enu_m2"], SCALE * np.array(got["cov"]), rtol=1e-12)
+    # bare ONNX Runtime already gives the calibrated covariance; predict_session reports it unchanged
+    np.testing.assert_allclose(out["covariance_enu_m2"], np.array(got["cov"]), rtol=1e-7)
+    assert out["model"]["covariance_scale"] == SCALE and out["model"]["calibrated"] is True
     lat, lon = NETWORK.frame.to_latlon(np.array([out["position"]["east_m"], out["position"]["north_m"]]))
     assert out["position"]["latitude"] == pytest.approx(float(lat), abs=1e-12)
     assert out["position"]["longitude"] == pytest.approx(float(lon), abs=1e-12)

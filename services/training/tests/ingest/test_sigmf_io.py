@@ -538,6 +538,8 @@ def test_cli_export_then_import_into_another_data_dir(
     db = open_database(Settings().resolved_database_url)
     (copy,) = list_sessions(db, ["copy"])
     assert copy.id == first.id and len(copy.measurements) == len(first.measurements)
+    assert (copy.source.latitude, copy.source.longitude) == (first.source.latitude, first.source.longitude)
+    assert [m.station_id for m in copy.measurements] == [m.station_id for m in first.measurements]
     assert _count(db, RecordingSession) == 1
     db.dispose()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from jobs_support import model_errors_one_by_one, rmse_and_median
 from typer.testing import CliRunner
 
 from heimdall.cli import app
@@ -20,6 +21,25 @@ def test_outcome_matches_evaluation_json(pipeline) -> None:
         assert m.rmse_m == on_disk["methods"][name]["rmse_m"]
     assert "outage" not in on_disk and "bayes_oracle" not in on_disk["methods"]
     assert out.evaluation.as_json() == on_disk and out.evaluation.outage is None
+
+
+def test_model_figures_match_a_recomputation_session_by_session(pipeline) -> None:
+    """The model's row against model.onnx run on each test session alone, truth from the database."""
+    out = pipeline.evaluated
+    errors = model_errors_one_by_one(pipeline.settings, pipeline.root / "model")
+    on_disk = json.loads((out.output_dir / "evaluation.json").read_text())
+    assert on_disk["n_sessions"] == len(errors) == pipeline.trained.report.n_test >= 2
+    assert (on_disk["split"], on_disk["n_train"], on_disk["n_val"]) == (
+        "test",
+        pipeline.trained.report.n_train,
+        pipeline.trained.report.n_val,
+    )
+    rmse, median = rmse_and_median(errors)
+    model = out.methods["model"]
+    # the same ONNX model on the same inputs, batched there and one by one here: within a centimetre
+    assert abs(model.rmse_m - rmse) < 0.01, (model.rmse_m, rmse)
+    assert abs(model.median_error_m - median) < 0.01, (model.median_error_m, median)
+    assert on_disk["methods"]["model"]["p95_error_m"] <= max(errors.values()) + 0.01
 
 
 def test_cli_prints_the_outcome(cli_env, tmp_path) -> None:

@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from heimdall.errors import UserError
 from heimdall.jobs.ingest import SigmfExportRequest, SigmfImportRequest, export_sigmf, import_sigmf
 from heimdall.services import open_services
 from heimdall.settings import Settings
-from heimdall.storage.queries import list_sessions
+from heimdall.storage.iq import load_iq
+from heimdall.storage.queries import get_session, list_sessions
+
+
+def _stored(settings: Settings, session_id: str):  # type: ignore[no-untyped-def]
+    """The session's rows and every receiver's IQ samples, read back from the store."""
+    services = open_services(settings)
+    try:
+        s = get_session(services.db, session_id)
+        iq = {}
+        for m in s.measurements:
+            bucket, key = m.iq_bucket_key  # type: ignore[misc]
+            iq[m.station_id] = load_iq(services.store, bucket, key, m.iq_samples_count)
+    finally:
+        services.close()
+    return s, iq
 
 
 def test_export_then_import(pipeline, tmp_path) -> None:
@@ -26,6 +42,19 @@ def test_export_then_import(pipeline, tmp_path) -> None:
     assert [s.id for s in imported.sessions] == [session_id]
     assert imported.recordings == len(exported.recordings) == imported.sessions[0].receivers
     assert (imported.written, imported.already_present) == (1, 0)
+    # what came back is the session that went out: truth, receivers, their rows and the samples
+    (src, src_iq), (dst, dst_iq) = _stored(pipeline.settings, session_id), _stored(other, session_id)
+    assert imported.sessions[0].dataset == src.dataset and dst.approval_status == "approved"
+    assert (dst.source.latitude, dst.source.longitude) == (src.source.latitude, src.source.longitude)
+    assert dst.session_start == src.session_start
+    assert sorted(dst_iq) == sorted(src_iq) and len(src_iq) == imported.recordings
+    for a, b in zip(src.measurements, dst.measurements, strict=True):
+        assert (b.station_id, b.signal_strength_db, b.snr_db) == (
+            a.station_id,
+            a.signal_strength_db,
+            a.snr_db,
+        )
+        np.testing.assert_array_equal(dst_iq[b.station_id], src_iq[a.station_id])
     again = import_sigmf(SigmfImportRequest(paths=[tmp_path / "sigmf"]), other)
     assert (again.written, again.already_present) == (0, 1)
 

@@ -31,7 +31,10 @@ def test_list_all_and_filtered(settings: Settings) -> None:
     b = list_sessions(ListSessionsRequest(datasets=["campaign-b"]), settings).sessions
     assert len(b) == 4 and {s.dataset for s in b} == {"campaign-b"}
     both = list_sessions(ListSessionsRequest(datasets=["campaign-b", "sim:nw-italy-v1"], limit=3), settings)
-    assert len(both.sessions) == 3
+    earliest = sorted(everything.sessions, key=lambda s: (s.start, str(s.id)))[:3]  # across both datasets
+    assert [s.id for s in both.sessions] == [s.id for s in earliest]
+    a = list_sessions(ListSessionsRequest(datasets=["sim:nw-italy-v1"]), settings).sessions
+    assert {s.id for s in a} | {s.id for s in b} == {s.id for s in everything.sessions} and len(a) == 6
     assert list_sessions(ListSessionsRequest(status="pending"), settings).sessions == []
 
 

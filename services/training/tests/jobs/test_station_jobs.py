@@ -57,7 +57,14 @@ def test_add_is_idempotent_and_list_shows_them(settings: Settings, tmp_path: Pat
     again = add_stations(AddStationsRequest(file=f), settings)
     assert again.added == [] and sorted(again.present) == [20, 21]
     listed = {s.id: s for s in stations(settings).stations}
-    assert listed[21].name == "Alpha" and listed[21].frequency_max_hz == 146e6 and listed[21].active
+    alpha = listed[21]
+    assert (alpha.name, alpha.latitude, alpha.longitude, alpha.altitude_asl) == ("Alpha", 45.1, 7.1, 300)
+    assert (alpha.url, alpha.frequency_min_hz, alpha.frequency_max_hz) == (
+        "http://alpha.example/",
+        144e6,
+        146e6,
+    )
+    assert alpha.active and (listed[20].latitude, listed[20].longitude) == (45.2, 7.5)
     assert listed[20].altitude_asl is None and listed[1].name == "Aquila di Giaveno"
 
 
@@ -70,6 +77,11 @@ def test_yaml_file_and_the_seeded_station_as_is(settings: Settings, tmp_path: Pa
     )
     out = add_stations(AddStationsRequest(file=f), settings)
     assert out.present == [3] and out.added == [8]
+    listed = {s.id: s for s in stations(settings).stations}
+    gamma, torino = listed[8], listed[3]
+    assert (gamma.name, gamma.latitude, gamma.longitude, gamma.altitude_asl) == ("Gamma", -33.9, 151.2, 12)
+    assert (torino.name, torino.latitude, torino.longitude) == ("Torino", 45.044, 7.672)
+    assert sorted(listed) == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -122,3 +124,47 @@ def test_invalid_field_names_file_and_field(tmp_path: Path, mutate, field: str) 
         load_scenario(path)
     assert "bad.yaml" in str(err.value)
     assert field in str(err.value)
+
+
+def _v2_dict() -> dict:
+    return load_scenario("nw-italy-v2").model_dump(mode="json", exclude_none=True)
+
+
+@pytest.mark.parametrize(
+    ("fading", "message"),
+    [
+        ({"doppler_hz_min": 0.0, "doppler_hz_max": 5.0}, "not both"),
+        ({"speed_kmh_max": None}, "give both speed_kmh_min and speed_kmh_max"),
+        ({"speed_kmh_min": 20.0}, "speed_kmh_max must be >= speed_kmh_min"),
+        ({"speed_kmh_max": 5e9}, "must be below half the sample rate"),
+    ],
+)
+def test_inconsistent_fading_is_one_line(tmp_path: Path, fading: dict, message: str) -> None:
+    data = _v2_dict()
+    data["fading"] = {k: v for k, v in (data["fading"] | fading).items() if v is not None}
+    with pytest.raises(ScenarioError, match=message) as exc:
+        load_scenario(_write(tmp_path, data))
+    assert "\n" not in str(exc.value)
+
+
+def test_blind_snr_uses_the_one_heard_threshold(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="detection_snr_db must be 6"):
+        load_scenario(_write(tmp_path, _v2_dict() | {"detection_snr_db": 7.0}))
+
+
+def test_content_sha256_ignores_layout_comments_and_stated_defaults(tmp_path: Path) -> None:
+    v2 = load_scenario("nw-italy-v2")
+    text = "# my copy\n" + yaml.safe_dump(_v2_dict(), default_flow_style=True, width=60)
+    assert load_scenario(_write(tmp_path, text, "a.yaml")).content_sha256 == v2.content_sha256
+    without_defaults = _v2_dict()
+    del without_defaults["transmitter"]["gain_dbi"], without_defaults["fading"]["k_db_min"]
+    assert load_scenario(_write(tmp_path, without_defaults, "b.yaml")).content_sha256 == v2.content_sha256
+    assert v2.content_sha256 == hashlib.sha256(v2.canonical_json().encode()).hexdigest()
+    assert Scenario.model_validate(json.loads(v2.canonical_json())) == v2
+    # a scenario naming no Doppler or speed range draws the Doppler 0-5 Hz, as before
+    plain = _shipped_dict()
+    del plain["fading"]["doppler_hz_min"], plain["fading"]["doppler_hz_max"]
+    assert (
+        load_scenario(_write(tmp_path, plain, "c.yaml")).content_sha256
+        == load_scenario("nw-italy-v1").content_sha256
+    )

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from heimdall.storage.database import open_database
 from heimdall.storage.objectstore import open_object_store
-from heimdall.storage.schema import Measurement, RecordingSession
+from heimdall.storage.schema import Measurement, RecordingSession, SimulationTruth, StoredScenario
 
 SESSIONS = 192  # three 64-session batches per writer: enough for the writers to interleave
 BUCKET = f"raw-iq-{uuid.uuid4().hex[:12]}"  # the moto server is shared by the whole test run
@@ -43,9 +43,13 @@ def _assert_consistent(db_url: str, store_url: str, endpoint: str | None, expect
         with db.sessions() as q:
             n_sessions = q.scalar(select(func.count()).select_from(RecordingSession))
             locations = set(q.scalars(select(Measurement.iq_data_location)))
+            truth_ids = set(q.scalars(select(SimulationTruth.recording_session_id)))
+            session_ids = set(q.scalars(select(RecordingSession.id)))
+            n_scenarios = q.scalar(select(func.count()).select_from(StoredScenario))
     finally:
         db.dispose()
     assert n_sessions == expected_sessions
+    assert truth_ids == session_ids and n_scenarios == 1  # every session's truth, the scenario once
     row_keys = {loc.partition("/")[2] for loc in locations if loc}
     object_keys = set(store.list_keys(BUCKET, "sessions/"))
     assert row_keys - object_keys == set(), "rows whose IQ object is missing"

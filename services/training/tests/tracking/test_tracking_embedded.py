@@ -10,11 +10,12 @@ import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tracking_support import download, embedded_copy, invoke
+from tracking_support import download, embedded_copy, great_circle_m, invoke, truth_of
 
 from heimdall.inference.localizer import OnnxLocalizer
 from heimdall.tracking.registry import CHAMPION, CHAMPION_URI, MODEL_NAME
@@ -84,8 +85,10 @@ def test_run_records_config_snapshot_metrics_tags_and_artifacts(first: FirstRun)
         assert p[f"data.{split}.n"] == str(snap["n"])
         assert p[f"data.{split}.ids_sha256_16"] == snap["ids_sha256_16"]
     tags = run.data.tags
-    for pkg in ("torch", "lightning", "mlflow", "onnxruntime", "heimdall"):
-        assert tags[f"heimdall.version.{pkg}"], pkg
+    dists = {"torch": "torch", "lightning": "pytorch-lightning", "mlflow": "mlflow"}
+    dists |= {"onnxruntime": "onnxruntime", "heimdall": "heimdall-training"}
+    for label, dist in dists.items():  # the installed versions, asked of the package metadata here
+        assert tags[f"heimdall.version.{label}"] == version(dist), label
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=TRAINING, capture_output=True, text=True)
     if head.returncode == 0:
         assert tags["heimdall.git_commit"] == head.stdout.strip()
@@ -95,11 +98,24 @@ def test_run_records_config_snapshot_metrics_tags_and_artifacts(first: FirstRun)
         hist = client.get_metric_history(first.run_id, key)
         assert [m.step for m in hist] == [0, 1], key
         assert [m.value for m in hist] == pytest.approx([h[key] for h in report["history"]], rel=1e-6)
-    assert run.data.metrics["test_rmse_m"] == pytest.approx(report["test"]["rmse_m"], rel=1e-12)
-    assert "onnx_max_position_diff_m" in run.data.metrics
+    metrics = run.data.metrics
+    for key, value in report["test"].items():  # every final figure is the report's, under its name
+        assert metrics[f"test_{key}"] == pytest.approx(value, rel=1e-12), key
+    wc = report["baselines"]["weighted_centroid"]
+    assert metrics["baseline_weighted_centroid_rmse_m"] == pytest.approx(wc["rmse_m"], rel=1e-12)
+    for key in ("max_position_diff_m", "size_bytes"):
+        assert metrics[f"onnx_{key}"] == pytest.approx(report["onnx"][key], rel=1e-12), key
+    assert metrics["onnx_size_bytes"] == (first.out / "model.onnx").stat().st_size
+    assert metrics["epochs_run"] == 2 == len(report["history"])
     # artifacts, under heimdall-data/mlartifacts
     names = {a.path for a in client.list_artifacts(first.run_id)}
     assert set(RUN_ARTIFACTS) <= names
+    got = Path(client.download_artifacts(first.run_id, "split.json", str(first.root / "artifact-check")))
+    assert got.read_bytes() == (first.out / "split.json").read_bytes()  # the run's files, not just names
+    logged = json.loads(
+        Path(client.download_artifacts(first.run_id, "report.json", str(got.parent))).read_text()
+    )
+    assert logged["test"] == report["test"] and logged["data_snapshot"] == report["data_snapshot"]
     assert {a.path for a in client.list_artifacts(first.run_id, "checkpoints")} == {"checkpoints/best.ckpt"}
     exp = client.get_experiment(run.info.experiment_id)
     assert exp.name == "heimdall"
@@ -120,6 +136,7 @@ def test_first_version_is_champion_and_serves_the_exported_model(first: FirstRun
     assert {"MLmodel", "model.onnx", "input_example.json"} <= {f.name for f in local.iterdir()}
     mlmodel = (local / "MLmodel").read_text()
     assert "onnx" in mlmodel and '"name": "iq"' in mlmodel and "CPUExecutionProvider" in mlmodel
+    assert (local / "model.onnx").read_bytes() == (first.out / "model.onnx").read_bytes()
     served = OnnxLocalizer(local / "model.onnx")
     exported = OnnxLocalizer(first.out / "model.onnx")
     assert served.model_id == first.run_id
@@ -160,7 +177,11 @@ def test_predict_json_and_geojson(first: FirstRun) -> None:
     one, two = out["ellipses"]["1sigma"], out["ellipses"]["2sigma"]
     assert two["semi_major_m"] == pytest.approx(2 * one["semi_major_m"]) and one["confidence"] == 0.3935
     assert one["semi_major_m"] ** 2 == pytest.approx(np.linalg.eigvalsh(cov[0])[1], rel=1e-9)
-    assert out["truth"]["error_m"] >= 0 and sorted(out["receivers"]["used"]) == list(range(1, 8))
+    db_truth = truth_of(first.data_dir, sid)
+    assert (out["truth"]["latitude"], out["truth"]["longitude"]) == db_truth
+    expected_error = great_circle_m(float(lat), float(lon), *db_truth)
+    assert out["truth"]["error_m"] == pytest.approx(expected_error, rel=1e-9)
+    assert sorted(out["receivers"]["used"]) == list(range(1, 8))
     # GeoJSON: a FeatureCollection with the position Point, 1σ/2σ Polygons and the truth
     assert geo["type"] == "FeatureCollection"
     kinds = {f["properties"]["kind"]: f for f in geo["features"]}
@@ -279,6 +300,7 @@ def test_no_tracking_trains_without_mlflow(
     assert "mlflow run" not in r.output and (tmp_path / "m" / "model.onnx").is_file()
     assert not (embedded / "mlflow.db").exists() and not (embedded / "mlartifacts").exists()
     model_id = json.loads((tmp_path / "m" / "report.json").read_text())["model_id"]
-    assert (embedded / "objects" / "heimdall-models" / model_id / "model.onnx").is_file()
+    stored = embedded / "objects" / "heimdall-models" / model_id / "model.onnx"
+    assert stored.read_bytes() == (tmp_path / "m" / "model.onnx").read_bytes()
     both = invoke(["train", "--no-tracking", "--promote"])
     assert both.exit_code == 2 and "--promote" in both.output

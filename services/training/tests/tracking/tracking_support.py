@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import socket
+import sqlite3
 import sys
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,3 +161,25 @@ def assert_no_secret(texts: dict[str, bytes], *secrets: str) -> None:
     for label, data in texts.items():
         for secret in secrets:
             assert secret.encode() not in data, f"secret found in {label}"
+
+
+def great_circle_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Haversine on a 6371008.8 m sphere, written out so no distance is checked against itself."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = (
+        math.sin((p2 - p1) / 2) ** 2
+        + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2
+    )
+    return 2 * 6_371_008.8 * math.asin(math.sqrt(min(1.0, a)))
+
+
+def truth_of(data_dir: Path, session_id: str) -> tuple[float, float]:
+    """The transmitter (lat, lon) of a stored session, read with sqlite3 from the embedded database."""
+    with closing(sqlite3.connect(data_dir / "heimdall.db")) as conn:
+        rows = conn.execute(
+            "SELECT k.latitude, k.longitude FROM recording_sessions r JOIN known_sources k "
+            "ON k.id = r.known_source_id WHERE replace(r.id, '-', '') = ?",
+            (session_id.replace("-", ""),),
+        ).fetchall()
+    assert len(rows) == 1, (session_id, rows)
+    return float(rows[0][0]), float(rows[0][1])

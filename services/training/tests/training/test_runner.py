@@ -44,6 +44,22 @@ def test_report_has_the_contract(trained) -> None:
     assert (
         onnx["max_position_diff_m"] < 1.0 and onnx["size_bytes"] <= 5_000_000 and onnx["latency_ms_p50"] > 0
     )
+    # parity is against the training path (numpy features) on every test session
+    assert onnx["parity_n_sessions"] == report["n_test"] and onnx["parity_ok"] is True
+    assert "numpy features" in onnx["parity_reference"]
+    cal = report["calibration"]
+    assert cal["fitted_on"] == "val" and cal["n_sessions"] == report["n_val"]
+    assert cal["covariance_scale"] == cal["chosen"] == onnx["covariance_scale_in_graph"]
+    # the choice: 1σ/2σ coverage closest to a calibrated Gaussian's, ties by the lower NLL
+    best = min(range(len(cal["grid"])), key=lambda i: (cal["val_coverage_miss"][i], cal["val_nll"][i]))
+    assert cal["chosen"] == cal["grid"][best]
+    assert cal["on_grid_edge"] == (cal["chosen"] in (cal["grid"][0], cal["grid"][-1]))
+    # the test figures are the calibrated ones: scaling Σ by s changes the 95 % ellipse area by exactly s
+    raw = cal["test_uncalibrated"]
+    assert report["test"]["mean_ellipse_area_km2"] == pytest.approx(
+        cal["chosen"] * raw["mean_ellipse_area_km2"]
+    )
+    assert "Covariance scale" in (result.output_dir / "report.md").read_text()
     for name in ("report.md", "config.yaml", "split.json", "normalization.json", "network.json"):
         assert (result.output_dir / name).is_file(), name
     for name in ("loss_curves.png", "error_cdf.png", "prediction_map.png"):

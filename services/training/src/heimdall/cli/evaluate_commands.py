@@ -30,6 +30,11 @@ def evaluate(
     outage_sessions: int | None = typer.Option(
         None, "--outage-sessions", "--outage_sessions", min=1, help="Outage on a fixed subset of N sessions."
     ),
+    scenario: Path | None = typer.Option(
+        None,
+        "--scenario",
+        help="Your scenario file for the Bayes oracle (must be the one the sessions were simulated from).",
+    ),
 ) -> None:
     """Evaluate a model against weighted centroid, log-distance NLS, kNN fingerprints and the Bayes oracle."""
     from heimdall.jobs.evaluate import EvaluateRequest
@@ -45,6 +50,7 @@ def evaluate(
         outage=outage,
         oracle=oracle,
         outage_sessions=outage_sessions,
+        scenario=scenario,
     )
     out = run_evaluate(request, load_settings(), progress=lambda m: console.print(f"… {m}"))
     for name, m in out.methods.items():

@@ -10,6 +10,7 @@ import typer
 from heimdall.cli.app import app, load_settings, user_errors
 from heimdall.cli.noise import quiet_mlflow
 from heimdall.cli.summary import km, label, verdict
+from heimdall.errors import UserError
 
 if TYPE_CHECKING:
     from heimdall.jobs.train import TrainOutcome
@@ -35,6 +36,37 @@ def train(
     ),
     max_sessions: int | None = typer.Option(
         None, "--max-sessions", "--max_sessions", help="Use at most N sessions.", show_default="all"
+    ),
+    split: str | None = typer.Option(
+        None,
+        "--split",
+        help="hash (whole transmitter sites by a hash), or a published POWDER test set: powder-grid, "
+        "powder-random (validation then from whole time blocks of train).",
+        show_default="hash",
+    ),
+    val_datasets: str | None = typer.Option(
+        None,
+        "--val-datasets",
+        "--val_datasets",
+        metavar="LABEL[,LABEL]",
+        help="Dataset label(s) held out whole as the validation split (also listed in --dataset).",
+        show_default="none: carved from train",
+    ),
+    test_datasets: str | None = typer.Option(
+        None,
+        "--test-datasets",
+        "--test_datasets",
+        metavar="LABEL[,LABEL]",
+        help="Dataset label(s) held out whole as the test split (also listed in --dataset).",
+        show_default="none: by the hash",
+    ),
+    site_radius_m: float | None = typer.Option(
+        None,
+        "--site-radius-m",
+        "--site_radius_m",
+        help="Truths closer than this (m, chained) are one transmitter site, never split across "
+        "train/val/test.",
+        show_default="100",
     ),
     accelerator: str | None = typer.Option(None, "--accelerator", help="cpu, gpu, auto…", show_default="cpu"),
     devices: str | None = typer.Option(None, "--devices", help="Devices per node.", show_default="1"),
@@ -72,6 +104,9 @@ def train(
 
     if tracking or from_run:
         quiet_mlflow()
+    split = _split_name(split)
+    if site_radius_m is not None and not 0.0 <= site_radius_m <= 100_000.0:
+        raise UserError(f"--site-radius-m {site_radius_m:g}: give a distance from 0 to 100000 m")
 
     request = TrainRequest(
         epochs=epochs,
@@ -82,6 +117,10 @@ def train(
         config=config,
         datasets=dataset or None,
         max_sessions=max_sessions,
+        split=split,
+        val_datasets=_labels("--val-datasets", val_datasets),
+        test_datasets=_labels("--test-datasets", test_datasets),
+        site_radius_m=site_radius_m,
         accelerator=accelerator,
         devices=devices,
         num_nodes=num_nodes,
@@ -94,6 +133,29 @@ def train(
         from_run=from_run,
     )
     _print(run_train(request, load_settings(), echo=lambda line: typer.echo(line, err=True)))
+
+
+def _split_name(value: str | None) -> str | None:
+    """The configuration's name of a --split value (powder-grid → powder_grid), or a UserError."""
+    if value is None:
+        return None
+    from heimdall.data.splits import SPLIT_STRATEGIES
+
+    name = value.strip().lower().replace("-", "_")
+    if name not in SPLIT_STRATEGIES:
+        choices = ", ".join(s.replace("_", "-") for s in SPLIT_STRATEGIES)
+        raise UserError(f"--split {value!r} is not a split; choose one of {choices}")
+    return name
+
+
+def _labels(flag: str, value: str | None) -> list[str] | None:
+    """LABEL[,LABEL] as a list, or a UserError naming the flag when a label is empty."""
+    if value is None:
+        return None
+    labels = [v.strip() for v in value.split(",")]
+    if not all(labels):
+        raise UserError(f"{flag} {value!r}: give dataset labels separated by commas, none empty")
+    return labels
 
 
 def _print(outcome: TrainOutcome) -> None:

@@ -20,12 +20,20 @@ import numpy as np
 
 from heimdall.data.feature_cache import CachedFeatures, FeatureCache
 from heimdall.data.network import ReceiverNetwork
-from heimdall.data.splits import SPLIT_STRATEGIES, DatasetError, limit_train, split_sessions
+from heimdall.data.splits import (
+    DEFAULT_SITE_RADIUS_M,
+    SPLIT_STRATEGIES,
+    DatasetError,
+    limit_train,
+    split_sessions,
+)
 from heimdall.features import SCALAR_NAMES, FeatureConfig, extract_features_batch
+from heimdall.simulate.scenario import Scenario
 from heimdall.storage.database import Database
 from heimdall.storage.iq import load_iq
 from heimdall.storage.objectstore import ObjectNotFoundError, ObjectStore
 from heimdall.storage.queries import StoredSession, dataset_labels, list_sessions
+from heimdall.storage.scenarios import StoredTruth, load_scenarios, read_simulation_truth
 
 log = logging.getLogger("heimdall.data")
 
@@ -74,6 +82,12 @@ class SessionArrays:
     frequency_hz: np.ndarray | None = None  # (N,) carrier of the session
     receiver_enu_m: np.ndarray | None = None  # (N, R, 2) where each receiver was (moving receivers move)
     session_datasets: np.ndarray | None = None  # (N,) label of each session
+    # What the simulator drew (the Bayes oracle's truth), from the store's `simulation_truth` and
+    # `scenarios` tables; None when no session of the set was simulated with its truth stored.
+    scenario_sha256: np.ndarray | None = None  # (N,) object: content hash of the scenario, "" = none
+    scenarios: dict[str, Scenario] | None = None  # sha → the stored scenario (any working directory)
+    sim_doppler_hz: np.ndarray | None = None  # (N,) float64 maximum Doppler of the session, NaN = none
+    sim_rician_k_db: np.ndarray | None = None  # (N, R) float64 Rician K per receiver, NaN = unknown
 
     @property
     def has_spectrogram(self) -> bool:
@@ -105,14 +119,14 @@ class SessionArrays:
 
 
 def _features_for(
-    session: StoredSession, store: ObjectStore, cache: FeatureCache, config: FeatureConfig
+    session: StoredSession, store: ObjectStore, cache: FeatureCache, config: FeatureConfig, variant: str
 ) -> CachedFeatures | None:
     """Features of a session's IQ rows, from the cache or computed (and cached); None if no IQ."""
     rows = [m for m in session.measurements if m.iq_bucket_key is not None]
     if not rows:
         return None
     ids = [m.station_id for m in rows]
-    cached = cache.load(session.id, ids)
+    cached = cache.load(session.id, ids, variant)
     if cached is not None:
         return cached
     counts = {m.iq_samples_count for m in rows}
@@ -131,7 +145,7 @@ def _features_for(
     )
     log_mel, _, scalars = extract_features_batch(iq, config)
     feats = CachedFeatures(np.asarray(ids, np.int64), log_mel.astype(np.float32), scalars.astype(np.float32))
-    cache.save(session.id, feats)
+    cache.save(session.id, feats, variant)
     return feats
 
 
@@ -160,14 +174,17 @@ def load_session_arrays(
     test_datasets: Sequence[str] = (),
     val_fraction: float = 0.1,
     max_train: int | None = None,
+    val_datasets: Sequence[str] = (),
+    site_radius_m: float = DEFAULT_SITE_RADIUS_M,
 ) -> SessionArrays:
     """Load approved sessions of `datasets` into arrays; `network` fixes the receiver order if given.
 
     `split` names the train/val/test strategy (:func:`heimdall.data.splits.split_sessions`): "hash"
     of the session id, or a test set from the notes ("powder_random", "powder_grid") with validation
     carved from train by whole time blocks; it applies to the sessions kept after the skips.
-    `test_datasets` holds whole labels out as the test split; `max_train` keeps a nested,
-    deterministic subset of the training sessions (the others are marked "unused").
+    `test_datasets` / `val_datasets` hold whole labels out as the test / validation split; sessions of
+    one transmitter site (same known source, or truths within `site_radius_m`) share a split;
+    `max_train` keeps a nested, deterministic subset of the training sessions (the others: "unused").
     """
     if split not in SPLIT_STRATEGIES:
         raise DatasetError(f"unknown split {split!r}; choose one of {list(SPLIT_STRATEGIES)}")
@@ -180,6 +197,8 @@ def load_session_arrays(
         )
     network = network or ReceiverNetwork.from_sessions(sessions)
     index = network.index()
+    with db.engine.connect() as conn:
+        truth = read_simulation_truth(conn, [s.id for s in sessions])
     cache = FeatureCache(cache_root, feature_config)
     skipped: Counter[str] = Counter()
     broken: list[Exception] = []  # why each session skipped for its data was: raised if none is left
@@ -200,7 +219,8 @@ def load_session_arrays(
         if unknown:
             raise DatasetError(f"session {s.id}: station id(s) {unknown} are not receivers of this model")
         try:
-            feats = _features_for(s, store, cache, feature_config)
+            variant = truth[s.id].scenario_sha256 if s.id in truth else ""
+            feats = _features_for(s, store, cache, feature_config, variant)
         except (ObjectNotFoundError, ValueError) as exc:  # IQDataError, DatasetError, shorter than n_fft
             skip(s, BAD_IQ, exc)
             continue
@@ -258,7 +278,7 @@ def load_session_arrays(
         receiver_enu += np.nan_to_num(offsets_km.astype(float)) * 1000.0
         if not has_spec:
             scal = np.concatenate([scal, offsets_km], axis=2)
-    heard = mask & (np.nan_to_num(scal[..., HEARD]) > 0.5)
+    heard = mask & (np.nan_to_num(scal[..., HEARD]) >= 0.5)  # ⟺ detection.heard(snr)
     few = (heard.sum(axis=1) < min_receivers) & ~bad
     if few.any():
         skipped[f"fewer_than_{min_receivers}_usable_receivers"] += int(few.sum())
@@ -272,7 +292,9 @@ def load_session_arrays(
         )
     ids = [keep[i][0].id for i in sel]
     try:
-        splits = split_sessions([keep[i][0] for i in sel], split, test_datasets, val_fraction)
+        splits = split_sessions(
+            [keep[i][0] for i in sel], split, test_datasets, val_fraction, val_datasets, site_radius_m
+        )
         splits = limit_train(splits, ids, max_train)
     except ValueError as exc:
         raise DatasetError(str(exc)) from None
@@ -297,4 +319,29 @@ def load_session_arrays(
         frequency_hz=freq[sel],
         receiver_enu_m=receiver_enu[sel],
         session_datasets=np.array([keep[i][0].dataset for i in sel], dtype=object),
+        **_simulation_fields(db, [truth.get(i) for i in ids], index),
     )
+
+
+def _simulation_fields(
+    db: Database, truths: Sequence[StoredTruth | None], index: dict[int, int]
+) -> dict[str, object]:
+    """The SessionArrays fields of the simulation truth (all None when no session has any)."""
+    if not any(t is not None for t in truths):
+        return {}
+    n, r = len(truths), len(index)
+    sha = np.array([t.scenario_sha256 if t else "" for t in truths], dtype=object)
+    doppler = np.array([t.doppler_hz if t else np.nan for t in truths], np.float64)
+    k_db = np.full((n, r), np.nan)
+    for i, t in enumerate(truths):
+        for station, k in t.rician_k_db.items() if t else ():
+            if station in index:
+                k_db[i, index[station]] = k
+    with db.engine.connect() as conn:
+        scenarios = load_scenarios(conn, set(sha.tolist()))
+    return {
+        "scenario_sha256": sha,
+        "scenarios": scenarios,
+        "sim_doppler_hz": doppler,
+        "sim_rician_k_db": k_db,
+    }

@@ -44,7 +44,12 @@ class CachedFeatures:
 
 
 class FeatureCache:
-    """Folder `root/{config_hash}/{id[:2]}/{session_id}.npz`; writes are atomic renames."""
+    """Folder `root/{config_hash}/{id[:2]}/{session_id}[.{variant}].npz`; writes are atomic renames.
+
+    `variant` tells apart sessions that share an id but not their recordings: simulated session ids
+    derive from the scenario's name, seed and index, so two stores (or one store rebuilt) can hold the
+    same id simulated from two contents; their entries are keyed by the scenario's content hash too.
+    """
 
     def __init__(self, root: Path, config: FeatureConfig) -> None:
         self.config_hash = config.config_hash()
@@ -66,16 +71,16 @@ class FeatureCache:
             except OSError:
                 pass  # another process removed or renamed it meanwhile
 
-    def _path(self, session_id: uuid.UUID) -> Path:
+    def _path(self, session_id: uuid.UUID, variant: str = "") -> Path:
         s = str(session_id)
-        return self.dir / s[:2] / f"{s}.npz"
+        return self.dir / s[:2] / (f"{s}.{variant[:16]}.npz" if variant else f"{s}.npz")
 
-    def load(self, session_id: uuid.UUID, station_ids: list[int]) -> CachedFeatures | None:
+    def load(self, session_id: uuid.UUID, station_ids: list[int], variant: str = "") -> CachedFeatures | None:
         """The cached rows if every requested station is present, else None (recompute).
 
         An unreadable entry is a miss too: it is logged once per cache and overwritten on save.
         """
-        path = self._path(session_id)
+        path = self._path(session_id, variant)
         if not path.is_file():
             self.misses += 1
             return None
@@ -100,9 +105,9 @@ class FeatureCache:
         self.hits += 1
         return cached
 
-    def save(self, session_id: uuid.UUID, features: CachedFeatures) -> None:
+    def save(self, session_id: uuid.UUID, features: CachedFeatures, variant: str = "") -> None:
         """Write one entry atomically; an OS error (unwritable folder, disk full) is a UserError naming it."""
-        path = self._path(session_id)
+        path = self._path(session_id, variant)
         # open(…, "xb") gives the file the ordinary mode (0666 & ~umask), unlike mkstemp's 0600
         tmp = path.with_name(f".tmp-{os.getpid()}-{uuid.uuid4().hex}.npz")
         try:

@@ -74,6 +74,4 @@ def arrays_recordings(
 def arrays_power(arrays: SessionArrays, indices: np.ndarray) -> list[dict[int, np.ndarray]]:
     """The raw scalar rows (R, S) of sessions ``indices`` of ``arrays``, as station id → row, present only."""
     ids = arrays.network.station_ids
-    return [
-        {sid: arrays.scalars[i, k] for k, sid in enumerate(ids) if arrays.mask[i, k]} for i in indices
-    ]
+    return [{sid: arrays.scalars[i, k] for k, sid in enumerate(ids) if arrays.mask[i, k]} for i in indices]

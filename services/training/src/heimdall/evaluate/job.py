@@ -2,8 +2,12 @@
 
 Every method sees the same held-out sessions. Baselines are fitted on train and tuned on
 validation only; the model's covariance scale is fitted on validation too (so test coverage is
-honest); the oracle is available for simulated scenarios only. Outage removes each receiver in
-turn at test time, for every method, without retraining.
+honest); the oracle is available for simulated scenarios only (the scenario stored with the sessions,
+or a user's file with the same content hash). Outage removes each receiver in turn at test time, for
+every method, without retraining, on the sessions still heard by ≥ `min_receivers_heard` of the
+remaining receivers (the simulator's keep rule): sessions kept only thanks to the removed receiver are
+outside the distribution the oracle conditions on, so the oracle stays a floor there. Each row says how
+many sessions it used and carries every method's paired-bootstrap RMSE difference to the oracle.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,18 +28,23 @@ from heimdall.data.splits import apply_split_override, split_score
 from heimdall.errors import PathNotFoundError, UserError
 from heimdall.evaluate.intervals import paired_bootstrap
 from heimdall.evaluate.localizers import (
-    BayesOracleLocalizer,
     Localizer,
     OnnxModelLocalizer,
     classical_localizers,
 )
 from heimdall.evaluate.metrics import error_summary, errors_m, mahalanobis_sq, uncertainty_summary
+from heimdall.evaluate.oracle_cache import OracleCache
+from heimdall.evaluate.oracle_localizer import BayesOracleLocalizer
+from heimdall.evaluate.outage import DEFAULT_MIN_HEARD, outage_study
 from heimdall.evaluate.plots import plot_calibration, plot_error_cdf, plot_prediction_map
 from heimdall.evaluate.report import EvaluationReport
 from heimdall.features import FeatureConfig
 from heimdall.inference.inputs import batch_inputs
 from heimdall.inference.localizer import OnnxLocalizer
 from heimdall.services import Services
+
+if TYPE_CHECKING:
+    from heimdall.simulate.scenario import Scenario
 
 log = logging.getLogger("heimdall.evaluate")
 
@@ -117,6 +126,7 @@ def evaluate(
     oracle: bool = True,
     progress: Callable[[str], None] | None = None,
     outage_sessions: int | None = None,
+    scenario: Scenario | None = None,
 ) -> EvaluationReport:
     """Run every method on `split`, write evaluation.json/.md and plots, return the evaluation.
 
@@ -124,6 +134,8 @@ def evaluate(
     (:meth:`ModelFiles.local`); MLflow models are resolved by :func:`heimdall.jobs.evaluate.evaluate`.
     `outage_sessions` limits the receiver-outage study to a deterministic subset of the split (the
     first N by session-id hash) because it reruns every method, the oracle included, once per receiver.
+    `scenario` (a user's scenario file) runs the oracle for it, refused unless the sessions recorded its
+    content hash.
     """
     say = progress or (lambda _msg: None)
     try:
@@ -169,8 +181,9 @@ def evaluate(
         return batch_inputs(spec, power=arrays_power(arrays, chunk))
 
     localizers: list[Localizer] = [OnnxModelLocalizer(loc, model_inputs, name=MODEL), *classical_localizers()]
-    bayes = BayesOracleLocalizer.for_arrays(arrays) if oracle else None
+    bayes = BayesOracleLocalizer.for_arrays(arrays, scenario) if oracle else None
     if bayes is not None:
+        bayes.cache = OracleCache(services.settings.data_dir / "oracle-cache")
         localizers.append(bayes)
     methods: dict[str, Method] = {}
     said: set[str] = set()
@@ -190,8 +203,12 @@ def evaluate(
         if outage_sessions is not None and outage_sessions < idx.size:
             scores = np.array([split_score(arrays.session_ids[i]) for i in idx])
             sub = np.sort(idx[np.argsort(scores, kind="stable")[:outage_sessions]])
-        result["outage"] = _outage(arrays, sub, localizers)
+        min_heard = bayes.mm.min_receivers_heard if bayes is not None else DEFAULT_MIN_HEARD
+        result["outage"], result["outage_sessions_used"] = outage_study(
+            arrays, sub, localizers, min_heard, _latlon_errors, MODEL, ORACLE
+        )
         result["outage_n_sessions"] = int(sub.size)
+        result["outage_min_receivers_heard"] = min_heard
     result.update(
         {
             "model": files.label,
@@ -224,25 +241,6 @@ def _table(methods: dict[str, Method], arrays: SessionArrays, idx: np.ndarray) -
         out["methods"][name] = entry
     out["_errors"] = errors
     return out
-
-
-def _outage(arrays: SessionArrays, idx: np.ndarray, localizers: list[Localizer]) -> dict[str, Any]:
-    """Every method once per receiver, that receiver removed at test time (fitted and tuned as before)."""
-    names = {m.name for m in localizers}
-    rows = {}
-    for k, sid in enumerate(arrays.network.station_ids):
-        row: dict[str, Any] = {"station_name": arrays.network.names[k]}
-        for method in localizers:
-            pos, _ = method.predict(arrays, idx, drop=k)
-            err = _latlon_errors(arrays, idx, pos)
-            row[method.name] = {
-                "rmse_m": float(np.sqrt(np.mean(err**2))),
-                "median_error_m": float(np.median(err)),
-            }
-        if ORACLE in names and MODEL in names:
-            row["model_rmse_over_oracle"] = row[MODEL]["rmse_m"] / row[ORACLE]["rmse_m"]
-        rows[str(sid)] = row
-    return rows
 
 
 def _write(
@@ -336,18 +334,38 @@ def render_markdown(result: EvaluationReport) -> str:
     if result.outage is not None:
         names = [n for n in methods]
         n_out = result.outage_n_sessions if result.outage_n_sessions is not None else result.n_sessions
+        used = getattr(result, "outage_sessions_used", None) or {}
+        min_heard = getattr(result, "outage_min_receivers_heard", None) or DEFAULT_MIN_HEARD
         lines += [
             "",
-            f"## Receiver outage (RMSE in m, {n_out} sessions, receiver removed at test time, no retraining)",
+            f"## Receiver outage (RMSE in m, of {n_out} sessions those still heard by ≥ {min_heard} of the "
+            "remaining receivers; receiver removed at test time, no retraining)",
             "",
         ]
         lines.append(
-            "| removed | " + " | ".join(names) + (" | model / oracle |" if ORACLE in methods else " |")
+            "| removed | sessions | "
+            + " | ".join(names)
+            + (" | model / oracle |" if ORACLE in methods else " |")
         )
-        lines.append("|---|" + "---|" * (len(names) + (1 if ORACLE in methods else 0)))
+        lines.append("|---|---|" + "---|" * (len(names) + (1 if ORACLE in methods else 0)))
+        beaten = []
         for sid, row in result.outage.items():
-            cells = [_fmt(row.methods[n].rmse_m) for n in names]
-            ratio = [f"{row.model_rmse_over_oracle:.3f}"] if ORACLE in methods else []
-            lines.append(f"| {sid} {row.station_name} | " + " | ".join(cells + ratio) + " |")
+            figures = row.methods
+            cells = [_fmt(figures[n].rmse_m) if n in figures else "–" for n in names]
+            ratio = row.model_rmse_over_oracle
+            extra = [f"{ratio:.3f}" if ratio is not None else "–"] if ORACLE in methods else []
+            lines.append(
+                f"| {sid} {row.station_name} | {used.get(sid, '–')} | " + " | ".join(cells + extra) + " |"
+            )
+            for n, fig in figures.items():
+                diff = getattr(fig, "rmse_vs_oracle", None)
+                if diff is not None and diff["ci95_high"] < 0.0:
+                    beaten.append(f"{n} without {sid}")
+        if ORACLE in methods:
+            lines += [
+                "",
+                "Oracle check (paired bootstrap): rows where a method's RMSE is below the oracle's beyond "
+                f"sampling noise: {', '.join(beaten) or 'none'}.",
+            ]
     lines.append("")
     return "\n".join(lines)

@@ -11,6 +11,13 @@ the detection threshold on s_r. Priors: x uniform over the world's `Area`, P uni
 [P_min, P_max] (log-uniform in watts); P is integrated out. The posterior mean is the estimator with
 the least expected squared error, so its RMSE is the floor every method is measured against.
 
+Scope: this likelihood is exact for scenarios like ``nw-italy-v1``, whose fading is rescaled to unit mean
+power per recording (a heard row reveals s_r) and whose rows' SNR divides by the true noise power (heard
+⟺ s_r above the threshold, to the measurement blur). A scenario without that normalisation, or with
+blind SNR rows (``nw-italy-v2``), adds the time-averaged fading residual and a blurred detection step:
+its oracle is :mod:`heimdall.evaluate.oracle_faded`, and
+:class:`~heimdall.evaluate.oracle_localizer.BayesOracleLocalizer` picks the right one from the scenario.
+
 Modelling notes (assumptions stated):
 
 * Measurement blur. ``P̂ − N`` fluctuates around ``10^(s/10)`` with variance ``(N² + 2SN)/T`` (T IQ
@@ -47,6 +54,7 @@ from __future__ import annotations
 import math
 import os
 import weakref
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -388,7 +396,19 @@ def _session_posterior(grid: _Grid, ses: _Session, p_min: float, p_max: float) -
     k = grid.refine**2
     fine_idx = (refined[:, None] * k + np.arange(k)[None, :]).ravel()
     ll_f = _log_likelihood(grid.fine_field[ses.band][fine_idx].astype(np.float64), ses, p_min, p_max)[0]
+    return assemble_posterior(grid, cand, refined, fine_idx, ll_c, ll_f)
 
+
+def assemble_posterior(
+    grid: _Grid,
+    cand: NDArray[np.int64],
+    refined: NDArray[np.int64],
+    fine_idx: NDArray[np.int64],
+    ll_c: NDArray[np.float64],
+    ll_f: NDArray[np.float64],
+) -> GridPosterior:
+    """The posterior over the refined sub-cells and the candidate coarse cells that were not refined."""
+    k = grid.refine**2
     keep = ~np.isin(cand, refined)
     hf = np.array([grid.hx, grid.hy]) / grid.refine
     hc = np.array([grid.hx, grid.hy])
@@ -411,19 +431,38 @@ def bayes_posterior(
     workers: int | None = None,
 ) -> list[GridPosterior]:
     """Per-session grid posteriors of the transmitter position (world frame ENU); see `bayes_oracle`."""
+    check_grid(cell_m, refine)
+    sessions = _prepare(model, band_index, signal_strength_db, snr_db, n_samples)
+    grid = _grid(model, cell_m, int(refine))
+    p_min, p_max = model.tx_power_dbm_min, model.tx_power_dbm_max
+    return map_sessions(lambda i: _session_posterior(grid, sessions[i], p_min, p_max), len(sessions), workers)
+
+
+def check_grid(cell_m: float, refine: int) -> None:
+    """ValueError unless ``0 < cell_m ≤ MAX_CELL_M`` and `refine` is a positive integer."""
     if not (0.0 < cell_m <= MAX_CELL_M):
         raise ValueError(f"cell_m must be in (0, {MAX_CELL_M:g}] m, got {cell_m}")
     if int(refine) != refine or refine < 1:
         raise ValueError(f"refine must be a positive integer, got {refine}")
-    sessions = _prepare(model, band_index, signal_strength_db, snr_db, n_samples)
-    grid = _grid(model, cell_m, int(refine))
-    p_min, p_max = model.tx_power_dbm_min, model.tx_power_dbm_max
-    n_workers = min(len(sessions), workers if workers is not None else (os.cpu_count() or 1))
+
+
+def map_sessions(one: Callable[[int], GridPosterior], n: int, workers: int | None) -> list[GridPosterior]:
+    """``[one(0), …, one(n − 1)]``, spread over threads (results do not depend on their number)."""
+    n_workers = min(n, workers if workers is not None else (os.cpu_count() or 1))
     if n_workers <= 1:
-        return [_session_posterior(grid, s, p_min, p_max) for s in sessions]
+        return [one(i) for i in range(n)]
     # numpy/scipy release the GIL inside the big array kernels, so threads share the cores well
     with ThreadPoolExecutor(n_workers) as pool:
-        return list(pool.map(lambda s: _session_posterior(grid, s, p_min, p_max), sessions))
+        return list(pool.map(one, range(n)))
+
+
+def posterior_moments(posts: list[GridPosterior]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Each posterior's mean ``(N, 2)`` and covariance ``(N, 2, 2)``."""
+    mean = np.empty((len(posts), 2))
+    cov = np.empty((len(posts), 2, 2))
+    for i, p in enumerate(posts):
+        mean[i], cov[i] = p.mean_cov()
+    return mean, cov
 
 
 def bayes_oracle(
@@ -455,8 +494,4 @@ def bayes_oracle(
         n_samples=n_samples,
         workers=workers,
     )
-    mean = np.empty((len(posts), 2))
-    cov = np.empty((len(posts), 2, 2))
-    for i, p in enumerate(posts):
-        mean[i], cov[i] = p.mean_cov()
-    return mean, cov
+    return posterior_moments(posts)

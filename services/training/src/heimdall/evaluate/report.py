@@ -73,6 +73,8 @@ class OutageRow(BaseModel):
     __pydantic_extra__: dict[str, OutageFigures] = Field(init=False)
 
     station_name: str
+    #: sessions still heard by enough of the remaining receivers (the study's selection)
+    n_sessions: int | None = None
     model_rmse_over_oracle: float | None = None
 
     @property

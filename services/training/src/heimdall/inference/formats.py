@@ -64,7 +64,7 @@ def predict_session(
 ) -> dict[str, Any]:
     """Run the model on one session; a JSON-ready dict (lat/lon float64 degrees, metres, m²)."""
     pos, cov = loc.predict(inputs.inputs, inputs.receiver_mask)
-    p, c = pos[0], cov[0] * loc.covariance_scale  # the model's calibration (1.0 until one is fitted)
+    p, c = pos[0], cov[0]  # calibrated: the covariance the model was evaluated with
     lat, lon = loc.to_latlon(p)
     out: dict[str, Any] = {
         "session_id": inputs.session_id,
@@ -73,6 +73,8 @@ def predict_session(
             "model_id": loc.model_id,
             "onnx_contract": loc.metadata.get("heimdall_onnx_contract"),
             "input_kind": loc.input_kind,
+            "covariance_scale": loc.covariance_scale,
+            "calibrated": loc.calibrated,
         },
         "position": {
             "latitude": float(lat),

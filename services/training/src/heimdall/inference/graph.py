@@ -7,6 +7,12 @@ into a single graph whose inputs are what a receiver delivers. :func:`model_meta
 with it in the model's ``metadata_props`` (receivers and their positions, the frame origin, the full
 feature configuration and the covariance calibration), so a ``model.onnx`` alone is enough to turn
 recordings into latitude/longitude (:class:`~heimdall.inference.localizer.OnnxLocalizer`).
+
+The covariance calibration (a multiplier fitted on validation at the end of training) is a *graph
+constant*: ``covariance_enu_m2`` leaves the graph calibrated, so every consumer — ours, the inference
+service, a third party with bare ONNX Runtime — reports the ellipses that were evaluated, with no code.
+The metadata records the same value (``calibration.covariance_scale``, ``applied_in_graph: true``) and
+how it was chosen.
 """
 
 from __future__ import annotations
@@ -31,10 +37,13 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_CALIBRATION", "InferenceGraph", "io_docs", "model_metadata"]
 
-#: What a model carries until an evaluation writes its fitted scale: ``covariance_enu_m2`` as the network
-#: gives it. ``heimdall evaluate`` fits this scale on validation (its report's ``covariance_scale.chosen``);
-#: that value is what belongs here, and what :func:`~heimdall.inference.formats.predict_session` applies.
-DEFAULT_CALIBRATION: dict[str, object] = {"covariance_scale": 1.0, "fitted_on": None}
+#: What a model carries when nothing was fitted: ``covariance_enu_m2`` as the network gives it.
+#: ``heimdall train`` fits the scale on validation and bakes it into the graph (``applied_in_graph``).
+DEFAULT_CALIBRATION: dict[str, object] = {
+    "covariance_scale": 1.0,
+    "fitted_on": None,
+    "applied_in_graph": True,
+}
 
 
 class InferenceGraph(nn.Module):
@@ -50,12 +59,16 @@ class InferenceGraph(nn.Module):
 
     Standardisation replicates :meth:`NormStats.apply` exactly (NaN → 0 after standardising, absent
     receivers → 0), so absent receivers' inputs (zeros, huge values) never reach the outputs.
+
+    ``covariance_scale`` (the validation-fitted calibration, 1.0 = none) multiplies ``L Lᵀ`` inside the
+    graph; it is the buffer (ONNX initializer) ``covariance_scale``.
     """
 
     spec_mean: Tensor
     spec_std: Tensor
     scalar_mean: Tensor
     scalar_std: Tensor
+    covariance_scale: Tensor
 
     def __init__(
         self,
@@ -63,8 +76,11 @@ class InferenceGraph(nn.Module):
         stats: NormStats,
         feature_config: FeatureConfig | None = None,
         from_iq: bool | None = None,
+        covariance_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        if not (np.isfinite(covariance_scale) and covariance_scale > 0):
+            raise ValueError(f"covariance_scale must be a finite number > 0, got {covariance_scale!r}")
         feature_config = FeatureConfig() if feature_config is None else feature_config
         from_iq = bool(net.use_spectrogram) if from_iq is None else bool(from_iq)
         if net.use_spectrogram and not from_iq:
@@ -98,6 +114,7 @@ class InferenceGraph(nn.Module):
         self.register_buffer("spec_std", _f32(spec_std)[:, None])
         self.register_buffer("scalar_mean", _f32(stats.scalar_mean))
         self.register_buffer("scalar_std", _f32(stats.scalar_std))
+        self.register_buffer("covariance_scale", _f32(covariance_scale))
 
     @property
     def input_names(self) -> tuple[str, str]:
@@ -128,8 +145,8 @@ class InferenceGraph(nn.Module):
         sc = torch.nan_to_num((scalars - self.scalar_mean) / self.scalar_std, nan=0.0)
         sc = torch.where(present[:, :, None], sc, torch.zeros_like(sc))
         position, scale_tril = self.net(spectrogram, sc, receiver_mask)
-        covariance = LocalizationNet.covariance(scale_tril)
-        return position.float(), covariance.float()
+        covariance = LocalizationNet.covariance(scale_tril).float() * self.covariance_scale
+        return position.float(), covariance
 
 
 def _f32(a: ArrayLike) -> Tensor:
@@ -150,7 +167,9 @@ def model_metadata(
     Built from the objects it must agree with: receiver ids, names and positions (``receivers``:
     latitude/longitude WGS-84 degrees, ``altitude_m`` when known, else null), the frame origin, the full
     feature configuration and its hash, and the covariance ``calibration`` (:data:`DEFAULT_CALIBRATION`
-    unless given). Nothing else (no database, no ``network.json``) is needed to use the model.
+    unless given; ``applied_in_graph`` says whether the graph's output already carries the scale, which
+    :func:`~heimdall.inference.onnx_export.export_onnx` checks against the graph). Nothing else (no
+    database, no ``network.json``) is needed to use the model.
     """
     frame = network.frame
     alts = [None] * network.size if altitudes_m is None else list(altitudes_m)
@@ -228,4 +247,3 @@ def io_docs(graph: InferenceGraph, n_samples: int | None) -> tuple[str, str]:
         ),
     }
     return json.dumps(inputs), json.dumps(outputs)
-

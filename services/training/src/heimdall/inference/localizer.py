@@ -8,6 +8,7 @@ calibration — is read from the file's metadata (see :func:`~heimdall.inference
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,10 @@ from heimdall.inference.contract import (
 from heimdall.inference.inputs import InputSpec
 
 __all__ = ["OnnxLocalizer", "ellipse", "ort_session"]
+
+log = logging.getLogger("heimdall.inference")
+#: Models already warned about in this process (an uncalibrated model is said once, not per session).
+_WARNED_UNCALIBRATED: set[str] = set()
 
 
 def ort_session(model: str | Path | bytes, threads: int | None = None) -> Any:
@@ -77,6 +82,17 @@ def ellipse(
     return semi[..., 1], semi[..., 0], azimuth
 
 
+def _warn_uncalibrated(key: str) -> None:
+    if key in _WARNED_UNCALIBRATED:
+        return
+    _WARNED_UNCALIBRATED.add(key)
+    log.warning(
+        "model %s carries no fitted covariance calibration (exported before calibration shipped): "
+        "its ellipses are the network's, scale 1; retrain to ship a validation-fitted scale",
+        key,
+    )
+
+
 class OnnxLocalizer:
     """A Heimdall ``model.onnx`` plus its metadata: predict in metres, convert to latitude/longitude.
 
@@ -84,8 +100,12 @@ class OnnxLocalizer:
     budget the latency figures assume) sets ONNX Runtime's intra- and inter-op threads.
 
     Besides the contract keys it reads ``receivers`` (ids, names, latitude/longitude/altitude, when the
-    file has them) and ``calibration`` (``covariance_scale``, 1.0 when absent): :meth:`predict` returns
-    the network's covariance as is; :func:`~heimdall.inference.formats.predict_session` applies the scale.
+    file has them) and ``calibration``. :meth:`predict` always returns the *calibrated* covariance, the
+    one the model was evaluated with: models from ``heimdall train`` carry the validation-fitted scale
+    inside the graph (``applied_in_graph``), so the graph's output is used as is; an older file that only
+    records a scale in its metadata gets it applied here. ``covariance_scale`` is the shipped scale
+    either way. A model with no fitted calibration (exported before calibration shipped) loads with
+    scale 1 and one warning per process.
     """
 
     def __init__(self, model: str | Path | bytes, threads: int | None = 1) -> None:
@@ -137,6 +157,7 @@ class OnnxLocalizer:
             calibration = json.loads(meta.get("calibration", "{}"))
             self.calibration: dict[str, Any] = dict(calibration)
             self.covariance_scale = float(calibration.get("covariance_scale", 1.0))
+            in_graph = bool(calibration.get("applied_in_graph", False))
         except (TypeError, ValueError, AttributeError) as exc:
             raise NotAHeimdallModelError(f"{where}: malformed Heimdall metadata: {exc}") from None
         if self.receivers is not None and [r.get("station_id") for r in self.receivers] != list(
@@ -147,6 +168,11 @@ class OnnxLocalizer:
             raise NotAHeimdallModelError(
                 f"{where}: calibration covariance_scale={self.covariance_scale} is not a finite number > 0"
             )
+        #: what :meth:`predict` multiplies the graph's covariance by (1.0 when the graph applies the scale)
+        self._post_scale = 1.0 if in_graph else self.covariance_scale
+        self.calibrated = self.calibration.get("fitted_on") is not None
+        if not self.calibrated:
+            _warn_uncalibrated(self.model_id or where)
 
     @property
     def n_scalars(self) -> int:
@@ -209,7 +235,7 @@ class OnnxLocalizer:
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """IQ ``(B, R, 2, T)`` float or ``(B, R, T)`` complex, or scalars ``(B, R, 4)``, plus mask ``(B, R)``.
 
-        Returns ``position_enu_m`` (B, 2) and ``covariance_enu_m2`` (B, 2, 2), float64.
+        Returns ``position_enu_m`` (B, 2) and the calibrated ``covariance_enu_m2`` (B, 2, 2), float64.
         """
         x = self._prepare(inputs)
         mask = np.asarray(receiver_mask).astype(np.float32)
@@ -221,7 +247,8 @@ class OnnxLocalizer:
         position, covariance = self.session.run(
             list(OUTPUT_NAMES), dict(zip(self._input_names, (x, mask), strict=True))
         )
-        return position.astype(np.float64), covariance.astype(np.float64)
+        cov = covariance.astype(np.float64)
+        return position.astype(np.float64), cov if self._post_scale == 1.0 else cov * self._post_scale
 
     def to_latlon(self, position_enu_m: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """(…, 2) metres east/north of the model's frame → (lat, lon) WGS-84 degrees, float64."""
@@ -233,4 +260,3 @@ class OnnxLocalizer:
     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
         """See :func:`ellipse`."""
         return ellipse(cov, n_sigma)
-

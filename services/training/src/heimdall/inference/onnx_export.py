@@ -46,6 +46,27 @@ def _quiet_exporter_logs() -> Iterator[None]:
             lg.setLevel(level)
 
 
+def _check_calibration(graph: InferenceGraph, metadata: Mapping[str, str]) -> None:
+    """The metadata's calibration must describe the graph: a scale applied once, never twice or silently."""
+    in_graph = float(graph.covariance_scale)
+    if "calibration" not in metadata:
+        if in_graph != 1.0:
+            raise ValueError(f"the graph applies covariance_scale={in_graph:g}; record it in metadata")
+        return
+    cal = json.loads(metadata["calibration"])
+    scale = float(cal.get("covariance_scale", 1.0))
+    applied = bool(cal.get("applied_in_graph", False))
+    if applied and abs(scale - in_graph) > 1e-6 * scale:
+        raise ValueError(
+            f"metadata calibration says {scale:g} is applied in the graph, which applies {in_graph:g}"
+        )
+    if not applied and in_graph != 1.0:
+        raise ValueError(
+            f"the graph applies covariance_scale={in_graph:g} but metadata calibration lacks "
+            "applied_in_graph: consumers would apply it twice"
+        )
+
+
 def export_onnx(
     graph: InferenceGraph,
     example_inputs: tuple[Tensor, ...],
@@ -81,6 +102,7 @@ def export_onnx(
         raise ValueError(
             f"metadata station_ids has {n_ids} entries, the model has {graph.n_receivers} receivers"
         )
+    _check_calibration(graph, metadata)
 
     n_samples = int(example_inputs[0].shape[-1]) if graph.from_iq else None
     inputs_doc, outputs_doc = io_docs(graph, n_samples)

@@ -1,4 +1,11 @@
-"""Check an exported model against PyTorch, and time it on one core."""
+"""Check an exported model against the training path and against PyTorch, and time it on one core.
+
+Two checks, for two questions. :func:`parity_with_reference` compares the ONNX outputs from raw inputs
+with reference predictions made elsewhere — in training, the numpy/cached features through the PyTorch
+network, i.e. exactly what ``report.json``'s test figures were computed from — so a difference anywhere
+(feature re-implementation, standardisation, export, calibration) shows. :func:`onnx_parity` compares
+ONNX Runtime with the same torch graph, which isolates the exporter.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +22,67 @@ from heimdall.inference.contract import OUTPUT_NAMES
 from heimdall.inference.graph import InferenceGraph
 from heimdall.inference.localizer import ort_session
 
-__all__ = ["measure_latency", "onnx_parity"]
+__all__ = ["measure_latency", "onnx_parity", "parity_with_reference"]
 
 
 def _as_f32(x: Tensor | ArrayLike) -> NDArray[np.float32]:
     if isinstance(x, Tensor):
         x = x.detach().cpu().numpy()
     return np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+
+
+def _differences(
+    pos: NDArray[np.floating],
+    cov: NDArray[np.floating],
+    ref_pos: NDArray[np.floating],
+    ref_cov: NDArray[np.floating],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per session: Euclidean position distance (m) and ``‖Σ − Σ_ref‖_F / ‖Σ_ref‖_F``."""
+    dist = np.linalg.norm(pos.astype(np.float64) - ref_pos, axis=-1)
+    rel = np.linalg.norm(cov.astype(np.float64) - ref_cov, axis=(-2, -1)) / np.linalg.norm(
+        ref_cov, axis=(-2, -1)
+    )
+    return dist, rel
+
+
+def parity_with_reference(
+    path: Path,
+    inputs: Sequence[Tensor | ArrayLike],
+    ref_position: ArrayLike,
+    ref_covariance: ArrayLike,
+    chunk_size: int = 256,
+) -> dict[str, float]:
+    """ONNX Runtime on raw ``inputs`` against reference positions (N, 2) and covariances (N, 2, 2).
+
+    Returns ``max_position_diff_m``, ``median_position_diff_m``, ``max_covariance_rel_diff``,
+    ``worst_session`` (index of the largest position difference) and ``n_sessions``.
+    """
+    session = ort_session(path)
+    names = [i.name for i in session.get_inputs()]
+    arrays = [_as_f32(x) for x in inputs]
+    ref_pos = np.asarray(ref_position, np.float64)
+    ref_cov = np.asarray(ref_covariance, np.float64)
+    if len(arrays) != len(names):
+        raise ValueError(f"the model takes inputs {names}, got {len(arrays)} arrays")
+    n = arrays[0].shape[0]
+    if ref_pos.shape != (n, 2) or ref_cov.shape != (n, 2, 2):
+        raise ValueError(f"reference shapes {ref_pos.shape}, {ref_cov.shape} do not fit {n} sessions")
+    dists, rels = [], []
+    for start in range(0, n, chunk_size):
+        chunk = [a[start : start + chunk_size] for a in arrays]
+        pos, cov = session.run(list(OUTPUT_NAMES), dict(zip(names, chunk, strict=True)))
+        end = start + len(chunk[0])
+        dist, rel = _differences(pos, cov, ref_pos[start:end], ref_cov[start:end])
+        dists.append(dist)
+        rels.append(rel)
+    dist, rel = np.concatenate(dists), np.concatenate(rels)
+    return {
+        "max_position_diff_m": float(dist.max()),
+        "median_position_diff_m": float(np.median(dist)),
+        "max_covariance_rel_diff": float(rel.max()),
+        "worst_session": float(np.argmax(dist)),
+        "n_sessions": float(n),
+    }
 
 
 def onnx_parity(
@@ -49,10 +110,7 @@ def onnx_parity(
         pos_o, cov_o = session.run(list(OUTPUT_NAMES), dict(zip(names, chunk, strict=True)))
         with torch.no_grad():
             pos_t, cov_t = (t.double().numpy() for t in graph(*(torch.from_numpy(c) for c in chunk)))
-        dist = np.linalg.norm(pos_o.astype(np.float64) - pos_t, axis=-1)
-        rel = np.linalg.norm(cov_o.astype(np.float64) - cov_t, axis=(-2, -1)) / np.linalg.norm(
-            cov_t, axis=(-2, -1)
-        )
+        dist, rel = _differences(pos_o, cov_o, pos_t, cov_t)
         max_pos = max(max_pos, float(np.max(dist)))
         max_cov = max(max_cov, float(np.max(rel)))
     return {"max_position_diff_m": max_pos, "max_covariance_rel_diff": max_cov, "n_sessions": float(n)}
@@ -88,4 +146,3 @@ def measure_latency(
         "p90_ms": float(np.percentile(times_ms, 90)),
         "mean_ms": float(np.mean(times_ms)),
     }
-

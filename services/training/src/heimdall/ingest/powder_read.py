@@ -1,7 +1,7 @@
 """Import the POWDER 462.7 MHz outdoor RSS dataset (University of Utah) as power-only sessions.
 
 The dataset (``single_tx.csv`` + ``location_coordinates.json`` + the authors' ``random_test.json`` and
-``grid_test.json``, see ``shared/datasets/powder-462.7/README.md``) becomes rows of the acquisition
+``grid_test.json``, see ``services/training/datasets/powder-462.7/README.md``) becomes rows of the acquisition
 format (DESIGN §4, §8), written through :func:`~heimdall.storage.recordings.write_sessions`:
 
 * one session per CSV row (one transmitter sample), ``dataset = 'powder'``, no IQ; its id is a uuid5

@@ -30,6 +30,8 @@ class EvaluateRequest(BaseModel):
     outage: bool = True
     oracle: bool = True
     outage_sessions: int | None = None
+    #: a user's scenario file for the oracle (refused unless the sessions recorded its content hash)
+    scenario: Path | None = None
 
 
 class MethodSummary(BaseModel):
@@ -78,6 +80,11 @@ def evaluate_with(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create --output-dir {out}: {exc.strerror or exc}") from None
+    scenario = None
+    if request.scenario is not None:
+        from heimdall.simulate.scenario import load_scenario
+
+        scenario = load_scenario(Path(request.scenario))
     files = resolve_model_files(request.model, services.settings, out)
     result = evaluate_files(
         files,
@@ -88,6 +95,7 @@ def evaluate_with(
         request.oracle,
         progress=progress,
         outage_sessions=request.outage_sessions,
+        scenario=scenario,
     )
     return EvaluateOutcome(
         model_id=result.model_id,

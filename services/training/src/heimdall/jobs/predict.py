@@ -5,7 +5,8 @@
 by :func:`heimdall.inference.inputs.model_inputs` (calibrated IQ per receiver in the model's station
 order, plus a presence mask) — the function training's parity check, ``heimdall evaluate`` and the
 handoff example use too — and latitude/longitude computed in float64 from the frame origin stored in the
-model (:mod:`heimdall.inference.formats`).
+model (:mod:`heimdall.inference.formats`). The covariance is the calibrated one the model ships (the
+validation-fitted scale is part of its graph), i.e. the covariance ``heimdall evaluate`` measured.
 """
 
 from __future__ import annotations

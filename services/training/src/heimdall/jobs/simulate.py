@@ -4,10 +4,13 @@ Batches of :data:`BATCH` sessions, each written atomically; a batch whose rows a
 place is skipped, one with anything missing is simulated again and repaired (idempotent re-runs).
 The scenario's receivers are registered as stations first: one already stored as the same station is
 used as it is, one whose id or name is another stored station's is a UserError (never mapped onto it).
+The scenario itself is stored next (content-addressed; another content under a stored name is refused
+before anything is simulated), and every session is written with its simulation truth.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +25,7 @@ from heimdall.simulate.scenario import load_scenario
 from heimdall.simulate.session import session_id_for, simulate_sessions
 from heimdall.storage.queries import existing_session_ids
 from heimdall.storage.recordings import missing_objects, write_sessions
+from heimdall.storage.scenarios import register_scenario, simulation_truth
 from heimdall.storage.stations import NewStation, register_stations
 
 BATCH = 64
@@ -81,6 +85,7 @@ def simulate(
             [NewStation(r.id, r.name, r.latitude, r.longitude, r.altitude_asl) for r in spec.receivers],
             [f"scenario {scenario}: receiver {r.id} ({r.name})" for r in spec.receivers],
         )
+        register_scenario(services.db, spec)  # refuses another content under a stored name
         say(spec.name, 0, n)
         for first in range(start, start + n, BATCH):
             count = min(BATCH, start + n - first)
@@ -91,7 +96,12 @@ def simulate(
                 skipped += count
             else:
                 batch = simulate_sessions(spec, count, seed, duration, first)
-                records = [session_record(s, spec.name, seed, request.dataset) for s in batch]
+                records = [
+                    dataclasses.replace(
+                        session_record(s, spec.name, seed, request.dataset), truth=simulation_truth(s, spec)
+                    )
+                    for s in batch
+                ]
                 w, k = write_sessions(services.db, services.store, services.settings.raw_iq_bucket, records)
                 written, skipped = written + w, skipped + k
             done += count

@@ -40,6 +40,10 @@ class TrainRequest(BaseModel):
     num_nodes: int | None = None
     strategy: str | None = None
     patience: int | None = None
+    split: str | None = None
+    val_datasets: list[str] | None = None
+    test_datasets: list[str] | None = None
+    site_radius_m: float | None = None
     resume: bool = False
     progress: bool = True  # Lightning's progress bar
     tracking: bool = True
@@ -61,6 +65,10 @@ class TrainRequest(BaseModel):
             "num_nodes": self.num_nodes,
             "strategy": self.strategy,
             "patience": self.patience,
+            "split": self.split,
+            "val_datasets": self.val_datasets,
+            "test_datasets": self.test_datasets,
+            "site_radius_m": self.site_radius_m,
         }
 
 

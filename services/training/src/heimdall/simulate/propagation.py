@@ -22,9 +22,9 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from heimdall.geo import haversine_m
+from heimdall.simulate.scenario import SPEED_OF_LIGHT_M_S
 from heimdall.simulate.world import Area, World
 
-SPEED_OF_LIGHT_M_S = 299_792_458.0
 MIN_DISTANCE_M = 1.0
 
 
@@ -114,6 +114,11 @@ class MeasurementModel:
     * Sessions are kept iff at least `min_receivers_heard` receivers hear (a selection every method
       sees equally). Priors: x uniform over `area` (ENU), P_tx uniform in dBm on
       [`tx_power_dbm_min`, `tx_power_dbm_max`] (log-uniform in watts), band b with `band_probabilities`.
+    * ``nw-italy-v2`` (``fading_normalised`` False, ``snr_estimator`` "blind") differs in two places: the
+      recorded signal power is ``10^(s_r/10)·F_r`` with ``F_r = mean_t |h_r|²`` the time-averaged fading
+      residual (mean 1; its law depends on K_r and fd·T only, K_r and fd being the session's truth), and
+      ``snr_db`` is the blind estimate ``P̂/N̂ − 1`` with N̂ estimated from the recording
+      (:func:`heimdall.features.receiver_scalars_batch`), heard ⟺ :func:`heimdall.detection.heard`.
     """
 
     world: World
@@ -128,6 +133,8 @@ class MeasurementModel:
     band_frequencies_hz: NDArray[np.float64]
     band_probabilities: NDArray[np.float64]
     sample_rate_hz: float
+    fading_normalised: bool = True  # False: the recording keeps mean_t |h|² (v2)
+    snr_estimator: str = "known_noise"  # "blind": rows carry the features' SNR estimate (v2)
 
     @classmethod
     def from_world(cls, world: World) -> MeasurementModel:
@@ -145,6 +152,8 @@ class MeasurementModel:
             band_frequencies_hz=world.band_frequencies_hz,
             band_probabilities=world.band_probabilities,
             sample_rate_hz=sc.sample_rate_hz,
+            fading_normalised=sc.fading.normalise,
+            snr_estimator=sc.snr_estimator,
         )
 
     @property

@@ -13,16 +13,21 @@ import json
 import math
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from heimdall.detection import HEARD_SNR_DB
 from heimdall.errors import UserError, validation_problem, yaml_problem
 from heimdall.geo import LocalFrame
 from heimdall.simulate.signals import CONTENTS
 
 _PROB_TOL = 1e-6
+#: Speed of light in vacuum (m/s): the Doppler of a transmitter moving at v is v·f/c.
+SPEED_OF_LIGHT_M_S = 299_792_458.0
+#: The maximum-Doppler range (Hz) of a scenario that gives neither a Doppler nor a speed range.
+DEFAULT_DOPPLER_HZ = (0.0, 5.0)
 _MAX_AUDIO_HZ = 3000.0  # highest audio frequency any content carries (voice band edge)
 
 # Bounds on every size a scenario implies, so a typo cannot ask for terabytes.
@@ -119,20 +124,57 @@ class PropagationSpec(_Strict):
 
 
 class FadingSpec(_Strict):
-    """Per-link Rician K (dB, uniform) and per-session maximum Doppler (Hz, uniform)."""
+    """Per-link Rician K (dB, uniform) and the per-session maximum Doppler, drawn one of two ways.
+
+    * ``doppler_hz_min/max`` (`nw-italy-v1`): the maximum Doppler itself uniform in Hz, whatever the band.
+    * ``speed_kmh_min/max`` (`nw-italy-v2`): the transmitter's speed uniform in km/h, and the maximum
+      Doppler ``fd = v·f_carrier / c`` of the session's band.
+
+    Give one pair or neither (then ``doppler_hz`` 0-5 Hz). ``normalise`` rescales each recording's fading
+    to unit mean power (v1); ``false`` keeps the time-averaged residual ``mean_t |h|²`` a real capture has.
+    """
 
     k_db_min: float = 0.0
     k_db_max: float = 10.0
-    doppler_hz_min: float = Field(default=0.0, ge=0.0)
-    doppler_hz_max: float = Field(default=5.0, ge=0.0)
+    doppler_hz_min: float | None = Field(default=None, ge=0.0)
+    doppler_hz_max: float | None = Field(default=None, ge=0.0)
+    speed_kmh_min: float | None = Field(default=None, ge=0.0)
+    speed_kmh_max: float | None = Field(default=None, ge=0.0)
+    normalise: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_doppler(cls, data: Any) -> Any:
+        keys = ("doppler_hz_min", "doppler_hz_max", "speed_kmh_min", "speed_kmh_max")
+        if isinstance(data, dict) and all(data.get(k) is None for k in keys):
+            return {**data, "doppler_hz_min": DEFAULT_DOPPLER_HZ[0], "doppler_hz_max": DEFAULT_DOPPLER_HZ[1]}
+        return data
 
     @model_validator(mode="after")
     def _ranges(self) -> FadingSpec:
         if self.k_db_max < self.k_db_min:
             raise ValueError("k_db_max must be >= k_db_min")
-        if self.doppler_hz_max < self.doppler_hz_min:
-            raise ValueError("doppler_hz_max must be >= doppler_hz_min")
+        doppler = (self.doppler_hz_min, self.doppler_hz_max)
+        speed = (self.speed_kmh_min, self.speed_kmh_max)
+        if any(v is not None for v in doppler) and any(v is not None for v in speed):
+            raise ValueError("give either doppler_hz_min/max or speed_kmh_min/max, not both")
+        for lo, hi, what in ((*doppler, "doppler_hz"), (*speed, "speed_kmh")):
+            if (lo is None) != (hi is None):
+                raise ValueError(f"give both {what}_min and {what}_max")
+            if lo is not None and hi is not None and hi < lo:
+                raise ValueError(f"{what}_max must be >= {what}_min")
         return self
+
+    @property
+    def by_speed(self) -> bool:
+        """True when the Doppler follows from a drawn speed (v2), False when it is drawn in Hz (v1)."""
+        return self.speed_kmh_min is not None
+
+    def max_doppler_hz(self, frequency_hz: float) -> float:
+        """The largest maximum Doppler a session on `frequency_hz` can draw."""
+        if self.by_speed:
+            return float(self.speed_kmh_max) / 3.6 * frequency_hz / SPEED_OF_LIGHT_M_S  # type: ignore[arg-type]
+        return float(self.doppler_hz_max)  # type: ignore[arg-type]
 
 
 class Scenario(_Strict):
@@ -147,6 +189,9 @@ class Scenario(_Strict):
     sample_rate_hz: float = Field(default=12_500.0, gt=0.0)
     default_duration_s: float = Field(default=0.5, gt=0.0)
     detection_snr_db: float = 6.0
+    # How a row's SNR (and so "heard") is measured: "known_noise" divides by the receiver's true noise
+    # power (v1); "blind" is the features' estimator on the recording alone, heard ⟺ detection.heard (v2).
+    snr_estimator: Literal["known_noise", "blind"] = "known_noise"
     min_receivers_heard: int = Field(default=3, ge=1)
     bands: list[Band] = Field(
         default_factory=lambda: [
@@ -194,6 +239,17 @@ class Scenario(_Strict):
                 f"min_receivers_heard ({self.min_receivers_heard}) exceeds the number of receivers"
                 f" ({len(self.receivers)})"
             )
+        if self.snr_estimator == "blind" and self.detection_snr_db != HEARD_SNR_DB:
+            raise ValueError(
+                f"snr_estimator 'blind' uses the one heard rule (heimdall.detection, {HEARD_SNR_DB:g} dB): "
+                f"detection_snr_db must be {HEARD_SNR_DB:g}, got {self.detection_snr_db:g}"
+            )
+        fd_max = max(self.fading.max_doppler_hz(b.frequency_hz) for b in self.bands)
+        if not fd_max < self.sample_rate_hz / 2:
+            raise ValueError(
+                f"the fading's largest maximum Doppler ({fd_max:.6g} Hz) must be below half the sample "
+                f"rate ({self.sample_rate_hz / 2:g} Hz)"
+            )
         n_samples = self.default_duration_s * self.sample_rate_hz
         per_rx = n_samples * IQ_BYTES_PER_SAMPLE
         if per_rx > MAX_IQ_BYTES_PER_RECEIVER or per_rx * len(self.receivers) > MAX_IQ_BYTES_PER_SESSION:
@@ -233,10 +289,22 @@ class Scenario(_Strict):
         """The `recording_sessions.dataset` label of sessions simulated from this scenario."""
         return f"sim:{self.name}"
 
+    def canonical_json(self) -> str:
+        """Every field as canonical JSON (sorted keys, no spaces): what a store keeps of the scenario.
+
+        Comments, layout and key order of the YAML do not enter; an omitted field enters with its value.
+        ``Scenario.model_validate(json.loads(text))`` gives the scenario back exactly.
+        """
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    @property
+    def content_sha256(self) -> str:
+        """SHA-256 hex of :meth:`canonical_json`: the scenario's identity in stores, caches and truth rows."""
+        return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
     def content_hash(self) -> str:
-        """Stable SHA-256 hex of the canonical JSON of every field (caching and provenance)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        """:attr:`content_sha256` (the world cache's key)."""
+        return self.content_sha256
 
 
 def available_scenarios() -> list[str]:

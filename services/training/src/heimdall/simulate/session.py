@@ -9,21 +9,23 @@ depends only on (scenario, s, k): not on `n_sessions`, `start`, batching or othe
 resumed or sharded (`start`) and re-runs are byte-identical and idempotent.
 
 Per candidate, in this order: position uniform over the world's ENU area (then `frame.to_latlon`),
-band by probability, power uniform in dBm (log-uniform in W), content by probability, maximum Doppler
-uniform (one per session: the transmitter moves), per link Rician K uniform in dB and frequency offset
-uniform ±50 Hz, then the dynamic shadowing ε_r ~ N(0, 3²). The session-mean powers
-``s_r = field_r(x, b) + P_tx + ε_r`` follow; the IQ stage then draws noise, content and fading from the
+band by probability, power uniform in dBm (log-uniform in W), content by probability, one uniform draw
+per session that is the maximum Doppler (v1: uniform in Hz) or the transmitter's speed (v2: uniform in
+km/h, Doppler = v·f/c of the band), per link Rician K uniform in dB and frequency offset uniform ±50 Hz,
+then the dynamic shadowing ε_r ~ N(0, 3²). The session-mean powers ``s_r = field_r(x, b) + P_tx + ε_r``
+follow; the IQ stage (`heimdall.simulate.rendering`) then draws noise, content and fading from the
 same generator (see `propagation.MeasurementModel` for the exact measurement model).
 
-Cheap pre-check: a receiver whose ``s_r`` is more than 3 dB below its detection threshold cannot
-measure SNR ≥ 6 dB (that would need a noise-power excursion of > 14 standard deviations even at 256
-samples), so it gets noise only and no signal is generated; a candidate with fewer than
-`min_receivers_heard` plausible receivers is rejected before any IQ is made. Candidates are drawn and
-pre-checked in vectorised batches across slots.
+Cheap pre-check (exact: see `rendering`): v1 — a receiver whose ``s_r`` is more than 3 dB below its
+detection threshold cannot measure SNR ≥ 6 dB (that would need a noise-power excursion of > 14 standard
+deviations even at 256 samples), so it gets noise only and no signal is generated; v2 — the same idea
+for the blind estimator, with the fading's hard ceiling before any IQ and its realisation at rendering.
+A candidate with fewer than `min_receivers_heard` plausible receivers is rejected before any IQ is
+made. Candidates are drawn and pre-checked in vectorised batches across slots.
 
 A receiver that does not hear stores noise only (the same noise realisation, without the signal), so
-for every row ``heard ⟺ snr_db ≥ detection_snr_db``; in the astronomically unlikely event that pure
-noise measures above the threshold its noise is redrawn.
+for every row ``heard ⟺ snr_db ≥ detection_snr_db`` (v2: the blind estimate and `detection.heard`); in
+the astronomically unlikely event that pure noise measures above the threshold its noise is redrawn.
 """
 
 from __future__ import annotations
@@ -37,25 +39,31 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from numpy.typing import NDArray
 
+from heimdall.detection import heard as heard_rule
 from heimdall.errors import UserError
-from heimdall.simulate.channel import complex_gaussian, rician_fading
 from heimdall.simulate.propagation import mean_received_power_dbm
+from heimdall.simulate.rendering import (
+    Rendered,
+    fading_ceiling,
+    plausible_blind,
+    plausible_known_noise,
+    render_blind,
+    render_known_noise,
+)
 from heimdall.simulate.scenario import (
     IQ_BYTES_PER_SAMPLE,
     MAX_IQ_BYTES_PER_RECEIVER,
     MAX_IQ_BYTES_PER_SESSION,
+    SPEED_OF_LIGHT_M_S,
     Scenario,
     ScenarioError,
 )
-from heimdall.simulate.signals import fm_phase_cycles, modulating_signal, unit_phasor
 from heimdall.simulate.world import World, build_world
 
 SESSION_NAMESPACE = uuid.UUID("5b0c7a3e-2f4d-5e61-9a8b-7c6d5e4f3a21")
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 SESSION_SPACING = timedelta(seconds=60)
 MIN_SAMPLES = 256
-PRECHECK_MARGIN_DB = 3.0
-SNR_FLOOR_LINEAR = 1e-3
 MAX_ATTEMPTS = 100_000
 _BATCH = 64
 #: Most sessions one call simulates (shard bigger campaigns with `start`), and the largest session
@@ -96,6 +104,7 @@ class SimulatedSession:
     duration_s: float
     sample_rate_hz: float
     receivers: tuple[SimulatedReceiver, ...]
+    speed_mps: float | None = None  # where the scenario draws a speed (v2); doppler_hz follows from it
 
     @property
     def n_heard(self) -> int:
@@ -115,6 +124,7 @@ class Candidate:
     tx_power_dbm: float
     content: str
     doppler_hz: float
+    speed_mps: float | None  # the transmitter's speed where the scenario draws one (v2), else None
     rician_k_db: NDArray[np.float64]  # (R,)
     frequency_offset_hz: NDArray[np.float64]  # (R,)
     dynamic_shadowing_db: NDArray[np.float64]  # (R,) ε_r
@@ -153,7 +163,13 @@ def _draw(world: World, seed: int, keys: list[tuple[int, int]]) -> list[Candidat
     contents = list(tx.content)
     content = _pick(np.cumsum([tx.content[c] for c in contents]), u[:, 4])
     fad = sc.fading
-    doppler = fad.doppler_hz_min + u[:, 5] * (fad.doppler_hz_max - fad.doppler_hz_min)
+    if fad.by_speed:  # v2: the speed is drawn, the Doppler follows on the session's carrier
+        lo, hi = float(fad.speed_kmh_min) / 3.6, float(fad.speed_kmh_max) / 3.6  # type: ignore[arg-type]
+        speed = lo + u[:, 5] * (hi - lo)
+        doppler = speed * world.band_frequencies_hz[band] / SPEED_OF_LIGHT_M_S
+    else:
+        speed = np.full(len(keys), np.nan)
+        doppler = fad.doppler_hz_min + u[:, 5] * (fad.doppler_hz_max - fad.doppler_hz_min)  # type: ignore[operator]
     k_db = fad.k_db_min + u[:, 6 : 6 + n_rx] * (fad.k_db_max - fad.k_db_min)
     f_off = (2.0 * u[:, 6 + n_rx :] - 1.0) * sc.frequency_offset_max_hz
     s = mean_received_power_dbm(world, lat, lon, band, power) + eps
@@ -168,6 +184,7 @@ def _draw(world: World, seed: int, keys: list[tuple[int, int]]) -> list[Candidat
             tx_power_dbm=float(power[i]),
             content=contents[content[i]],
             doppler_hz=float(doppler[i]),
+            speed_mps=float(speed[i]) if fad.by_speed else None,
             rician_k_db=k_db[i],
             frequency_offset_hz=f_off[i],
             dynamic_shadowing_db=eps[i],
@@ -183,16 +200,20 @@ def draw_candidates(scenario: Scenario, seed: int, slots: Iterable[int], attempt
     return _draw(build_world(scenario), seed, [(int(s), attempt) for s in slots])
 
 
-def _plausible(world: World, cand: Candidate) -> NDArray[np.bool_]:
+def _is_plausible(world: World, cand: Candidate, n_samples: int) -> bool:
+    """Can the candidate be heard by enough receivers (before any IQ; exact, see `rendering`)?"""
     sc = world.scenario
-    return cand.mean_power_dbm - world.noise_floor_dbm >= sc.detection_snr_db - PRECHECK_MARGIN_DB
+    if sc.snr_estimator == "blind":
+        ceiling_mw = 10.0 ** (cand.mean_power_dbm / 10.0) * fading_ceiling(cand.rician_k_db)
+        plausible = plausible_blind(world, ceiling_mw, n_samples)
+    else:
+        plausible = plausible_known_noise(world, cand.mean_power_dbm)
+    return int(plausible.sum()) >= sc.min_receivers_heard
 
 
-def _is_plausible(world: World, cand: Candidate) -> bool:
-    return int(_plausible(world, cand).sum()) >= world.scenario.min_receivers_heard
-
-
-def _first_plausible(world: World, seed: int, slots: list[int], attempt0: int) -> dict[int, Candidate]:
+def _first_plausible(
+    world: World, seed: int, slots: list[int], attempt0: int, n_samples: int
+) -> dict[int, Candidate]:
     found: dict[int, Candidate] = {}
     pending, attempt = list(slots), attempt0
     while pending:
@@ -203,65 +224,34 @@ def _first_plausible(world: World, seed: int, slots: list[int], attempt0: int) -
                 "transmitters are too weak or its area too large"
             )
         for cand in _draw(world, seed, [(s, attempt) for s in pending]):
-            if _is_plausible(world, cand):
+            if _is_plausible(world, cand, n_samples):
                 found[cand.slot] = cand
         pending = [s for s in pending if s not in found]
         attempt += 1
     return found
 
 
-def _row_power(iq: NDArray[np.complex64]) -> NDArray[np.float64]:
-    """``mean|iq|²`` per row, accumulated in float64 (the value rows store)."""
-    return np.square(iq.view(np.float32)).sum(axis=-1, dtype=np.float64) / iq.shape[-1]
-
-
-def _snr_db(power: NDArray[np.float64], noise: NDArray[np.float64]) -> NDArray[np.float64]:
-    return 10.0 * np.log10(np.maximum(power / noise - 1.0, SNR_FLOOR_LINEAR))
-
-
-def _render(world: World, cand: Candidate, n_samples: int) -> tuple[NDArray, NDArray, NDArray] | None:
-    """IQ ``(R, T)``, measured power and SNR of a candidate, or None if too few receivers hear."""
-    sc = world.scenario
-    rng = cand.rng
-    fs = sc.sample_rate_hz
-    noise_mw = world.noise_power_mw
-    iq = complex_gaussian(rng, (world.n_receivers, n_samples), noise_mw[:, None])
-    active = np.flatnonzero(_plausible(world, cand))
-    m = modulating_signal(cand.content, rng, n_samples, fs)
-    cycles = fm_phase_cycles(m, sc.transmitter.fm_deviation_hz, fs, rng.uniform())
-    h = rician_fading(rng, n_samples, fs, cand.rician_k_db[active], cand.doppler_hz)
-    t = np.arange(n_samples) / fs
-    carrier = unit_phasor(cycles[None, :] + cand.frequency_offset_hz[active, None] * t[None, :])
-    amplitude = np.sqrt(10.0 ** (cand.mean_power_dbm[active] / 10.0)).astype(np.float32)
-    signal = (carrier * h) * amplitude[:, None]
-
-    noisy = iq[active] + signal
-    power = _row_power(iq)
-    power[active] = _row_power(noisy)
-    snr = _snr_db(power, noise_mw)
-    heard = snr >= sc.detection_snr_db
-    if int(heard.sum()) < sc.min_receivers_heard:
-        return None
-    keep = heard[active]
-    iq[active[keep]] = noisy[keep]
-    # rows that did not hear are noise only: recompute theirs and redraw in the (never seen) event it "hears"
-    deaf = np.flatnonzero(~heard)
-    power[deaf] = _row_power(iq[deaf])
-    snr[deaf] = _snr_db(power[deaf], noise_mw[deaf])
-    for r in deaf:
-        while snr[r] >= sc.detection_snr_db:
-            iq[r] = complex_gaussian(rng, (n_samples,), noise_mw[r])
-            power[r] = _row_power(iq[r : r + 1])[0]
-            snr[r] = _snr_db(power[r : r + 1], noise_mw[r : r + 1])[0]
-    iq.flags.writeable = False
-    return iq, power, snr
+def _render(world: World, cand: Candidate, n_samples: int) -> Rendered | None:
+    """IQ ``(R, T)``, measured power and SNR of a candidate by the scenario's rule; None if too few hear."""
+    render = render_blind if world.scenario.snr_estimator == "blind" else render_known_noise
+    return render(
+        world,
+        cand.rng,
+        cand.content,
+        cand.mean_power_dbm,
+        cand.rician_k_db,
+        cand.doppler_hz,
+        cand.frequency_offset_hz,
+        n_samples,
+    )
 
 
 def _session(
-    world: World, seed: int, cand: Candidate, rendered: tuple, duration_s: float
+    world: World, seed: int, cand: Candidate, rendered: Rendered, duration_s: float
 ) -> SimulatedSession:
     sc = world.scenario
     iq, power, snr = rendered
+    blind = sc.snr_estimator == "blind"
     receivers = tuple(
         SimulatedReceiver(
             station_id=world.receiver_ids[r],
@@ -269,7 +259,7 @@ def _session(
             signal_strength_db=float(10.0 * np.log10(power[r])),
             snr_db=float(snr[r]),
             frequency_offset_hz=float(cand.frequency_offset_hz[r]),
-            heard=bool(snr[r] >= sc.detection_snr_db),
+            heard=bool(heard_rule(snr[r])) if blind else bool(snr[r] >= sc.detection_snr_db),
             mean_power_dbm=float(cand.mean_power_dbm[r]),
             rician_k_db=float(cand.rician_k_db[r]),
         )
@@ -289,6 +279,7 @@ def _session(
         band_index=cand.band_index,
         content=cand.content,
         doppler_hz=cand.doppler_hz,
+        speed_mps=cand.speed_mps,
         duration_s=duration_s,
         sample_rate_hz=sc.sample_rate_hz,
         receivers=receivers,
@@ -300,11 +291,11 @@ def _generate(
 ) -> Iterator[SimulatedSession]:
     for b0 in range(slots.start, slots.stop, _BATCH):
         batch = list(range(b0, min(b0 + _BATCH, slots.stop)))
-        first = _first_plausible(world, seed, batch, 0)
+        first = _first_plausible(world, seed, batch, 0, n_samples)
         for slot in batch:
             cand = first[slot]
             while (rendered := _render(world, cand, n_samples)) is None:
-                cand = _first_plausible(world, seed, [slot], cand.attempt + 1)[slot]
+                cand = _first_plausible(world, seed, [slot], cand.attempt + 1, n_samples)[slot]
             yield _session(world, seed, cand, rendered, duration_s)
 
 

@@ -101,6 +101,7 @@ def _alembic_config() -> Config:
     return cfg
 
 
+SQLITE_WRITE_WAIT_MS = 60_000  # a concurrent writer holds SQLite's write lock for one batch
 MIGRATION_LOCK_ID = 0x48454D44  # one PostgreSQL advisory lock ("HEMD") for schema changes
 SQLITE_MIGRATION_WAIT_MS = 60_000
 

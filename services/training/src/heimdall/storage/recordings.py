@@ -19,10 +19,23 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from heimdall.errors import DataError, HeimdallError, ServiceUnavailableError
 from heimdall.settings import redact_text
-from heimdall.storage.database import Database, insert_ignoring_conflicts
+from heimdall.storage.database import SQLITE_WRITE_WAIT_MS, Database, insert_ignoring_conflicts
 from heimdall.storage.iq import IQ_FORMAT, encode_iq, iq_key
 from heimdall.storage.objectstore import ObjectStore
-from heimdall.storage.schema import KnownSource, Measurement, RecordingSession, WebSDRStation
+from heimdall.storage.scenarios import (
+    ScenarioConflictError,
+    SimulationTruthRecord,
+    check_scenario_name,
+    store_scenario,
+    truth_row,
+)
+from heimdall.storage.schema import (
+    KnownSource,
+    Measurement,
+    RecordingSession,
+    SimulationTruth,
+    WebSDRStation,
+)
 
 log = logging.getLogger("heimdall.storage")
 
@@ -74,6 +87,7 @@ class SessionRecord:
     approval_status: str = "approved"
     notes: str | None = None
     extra_objects: dict[str, bytes] = field(default_factory=dict)
+    truth: SimulationTruthRecord | None = None  # simulated sessions: written to simulation_truth with it
 
 
 class RecordingWriteError(DataError, RuntimeError):
@@ -140,9 +154,6 @@ def _rows(record: SessionRecord, bucket: str, new_source: bool) -> dict[type, li
             }
         )
     return rows
-
-
-SQLITE_WRITE_WAIT_MS = 60_000  # a concurrent writer holds SQLite's write lock for one batch
 
 
 def _expected_objects(record: SessionRecord, bucket: str) -> dict[str, str]:
@@ -216,6 +227,9 @@ def write_sessions(
        the claim, so no writer ever deletes an object whose session has a committed row.
     Sessions already stored are a no-op, except that missing objects of their rows are rewritten
     (a re-run repairs a row whose object was lost). Each session is rows and objects both or neither.
+    A record's ``truth`` (simulated sessions) is written in the same transaction: its scenario
+    (content-addressed, once) and its ``simulation_truth`` row. A scenario whose name the store holds
+    with another content is refused before anything is written (:class:`ScenarioConflictError`).
     """
     batch = sorted(records, key=lambda r: r.id)  # one lock order for every writer: no deadlocks
     if not batch:
@@ -239,6 +253,11 @@ def write_sessions(
         raise RecordingWriteError(
             f"acquisition task id {taken[0]!r} already belongs to session {taken[1]}; nothing written"
         )
+    scenarios = {r.truth.scenario.content_sha256: r.truth.scenario for r in todo if r.truth is not None}
+    if scenarios:
+        with db.engine.connect() as conn:
+            for sc in scenarios.values():
+                check_scenario_name(conn, sc)
     for r in todo:
         unknown = sorted({m.station_id for m in r.measurements} - known_stations)
         if unknown:
@@ -261,6 +280,7 @@ def _claim_and_write(
 ) -> set[uuid.UUID]:
     """Steps 1-3 of `write_sessions` in one transaction; returns the ids this writer stored."""
     sources: dict[uuid.UUID, dict[str, object]] = {}
+    scenarios = {r.truth.scenario.content_sha256: r.truth.scenario for r in todo if r.truth is not None}
     for r in todo:
         if r.source is not None:
             sources.setdefault(r.source.id, dataclasses.asdict(r.source))
@@ -272,6 +292,8 @@ def _claim_and_write(
             conn.commit()
         trans = conn.begin()
         try:
+            for sha in sorted(scenarios):  # before the sessions: their truth rows reference it
+                store_scenario(conn, scenarios[sha])
             if sources:
                 rows = [sources[k] for k in sorted(sources)]
                 conn.execute(insert_ignoring_conflicts(db, KnownSource), rows)
@@ -288,12 +310,17 @@ def _claim_and_write(
             measurements = [row for r in mine for row in _rows(r, bucket, new_source=False)[Measurement]]
             if measurements:
                 conn.execute(insert(Measurement), measurements)
+            truths = [truth_row(r.id, r.truth) for r in mine if r.truth is not None]
+            if truths:
+                conn.execute(insert(SimulationTruth), truths)
             trans.commit()
         except Exception as exc:
             # Delete while the claim is still held: no other writer can own these keys yet.
             _delete_quietly(store, bucket, written)
             if trans.is_active:
                 trans.rollback()
+            if isinstance(exc, ScenarioConflictError):
+                raise  # a concurrent writer stored another content under the name: the user's to fix
             if not isinstance(exc, HeimdallError | SQLAlchemyError):
                 raise  # a bug: nothing was kept, and its traceback shows where
             what = (

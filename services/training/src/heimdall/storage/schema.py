@@ -94,3 +94,29 @@ class Measurement(Base):
     receiver_latitude: Mapped[float | None] = mapped_column(Float)
     receiver_longitude: Mapped[float | None] = mapped_column(Float)
     receiver_altitude: Mapped[float | None] = mapped_column(Float)
+
+
+class StoredScenario(Base):
+    """A scenario sessions were simulated from: content-addressed (sha256 of its canonical JSON)."""
+
+    __tablename__ = "scenarios"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True, nullable=False)
+    content: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class SimulationTruth(Base):
+    """What the simulator drew for a session beyond its rows: scenario, speed, Doppler, K per receiver."""
+
+    __tablename__ = "simulation_truth"
+    __table_args__ = (Index("ix_simulation_truth_scenario", "scenario_sha256"),)
+
+    recording_session_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("recording_sessions.id"), primary_key=True
+    )
+    scenario_sha256: Mapped[str] = mapped_column(String(64), ForeignKey("scenarios.sha256"), nullable=False)
+    speed_mps: Mapped[float | None] = mapped_column(Float)
+    doppler_hz: Mapped[float] = mapped_column(Float, nullable=False)
+    rician_k_db: Mapped[str] = mapped_column(Text, nullable=False)  # JSON: station id → K (dB)

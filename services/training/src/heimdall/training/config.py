@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from heimdall.atomic import check_output_dir
+from heimdall.data.splits import DEFAULT_SITE_RADIUS_M
 from heimdall.errors import UserError, validation_problem, yaml_problem
 from heimdall.features import FeatureConfig
 
@@ -23,6 +24,7 @@ MAX_SESSIONS = 100_000_000
 MAX_DEVICES = 1024
 MAX_N_FFT = 65_536
 MAX_N_MELS = 512
+MAX_SITE_RADIUS_M = 100_000.0  # a "site" wider than 100 km would swallow a whole network
 #: the spectrogram may hold at most this many times as many values as the IQ it is computed from
 MAX_SPECTROGRAM_TO_IQ = 4
 #: attention heads of the network's attention pooling (heimdall.model.LocalizationNet's default)
@@ -93,11 +95,15 @@ class TrainConfig(BaseModel):
     datasets: list[str] = Field(default_factory=lambda: ["sim:nw-italy-v1"], min_length=1)
     max_sessions: int | None = Field(None, ge=1, le=MAX_SESSIONS)
     min_receivers: int = Field(3, ge=1)
-    # train/val/test assignment (heimdall.data.splits): "hash" of the session id, or a published test
-    # set recorded in the sessions' notes (POWDER), with validation carved from train by time blocks
+    # train/val/test assignment (heimdall.data.splits): "hash" of each transmitter site, or a published
+    # test set recorded in the sessions' notes (POWDER), with validation carved from train by time blocks
+    # ("powder-grid" and "powder_grid" are the same)
     split: Literal["hash", "powder_random", "powder_grid"] = "hash"
-    # labels held out whole as the test split (e.g. a simulation run with another seed)
+    # labels held out whole as the test / validation split (e.g. a simulation run with another seed)
     test_datasets: list[str] = Field(default_factory=list)
+    val_datasets: list[str] = Field(default_factory=list)
+    # truths closer than this (chained) are one transmitter site, never split across train/val/test
+    site_radius_m: float = Field(DEFAULT_SITE_RADIUS_M, ge=0.0, le=MAX_SITE_RADIUS_M)
     val_fraction: float = Field(0.1, gt=0, lt=0.5)
     max_train_sessions: int | None = Field(None, ge=1, le=MAX_SESSIONS)
     epochs: int = Field(100, ge=1, le=MAX_EPOCHS)
@@ -116,12 +122,17 @@ class TrainConfig(BaseModel):
     model: ModelConfig = Field(default_factory=ModelConfig)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
 
-    @field_validator("datasets")
+    @field_validator("datasets", "test_datasets", "val_datasets")
     @classmethod
     def _labels(cls, v: list[str]) -> list[str]:
         if any(not s.strip() for s in v):
             raise ValueError("dataset labels must be non-empty")
         return v
+
+    @field_validator("split", mode="before")
+    @classmethod
+    def _split_spelling(cls, v: Any) -> Any:
+        return v.replace("-", "_") if isinstance(v, str) else v
 
     @field_validator("devices", mode="before")
     @classmethod
@@ -158,9 +169,20 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _held_out_labels_are_selected(self) -> TrainConfig:
-        missing = sorted(set(self.test_datasets) - set(self.datasets))
-        if missing:
-            raise ValueError(f"test_datasets {missing} must also be listed in datasets")
+        for name in ("test_datasets", "val_datasets"):
+            missing = sorted(set(getattr(self, name)) - set(self.datasets))
+            if missing:
+                raise ValueError(f"{name} {missing} must also be listed in datasets")
+        both = sorted(set(self.test_datasets) & set(self.val_datasets))
+        if both:
+            raise ValueError(f"dataset(s) {both} cannot be both test_datasets and val_datasets")
+        if not set(self.datasets) - set(self.test_datasets) - set(self.val_datasets):
+            raise ValueError("every dataset is held out as test or validation: none is left to train on")
+        if self.split != "hash" and (self.test_datasets or self.val_datasets):
+            raise ValueError(
+                f"split {self.split} takes its test set from the sessions' notes: test_datasets/val_datasets "
+                "only combine with split hash"
+            )
         return self
 
     def resolved(self) -> dict[str, Any]:

@@ -50,14 +50,40 @@ class Baselines(_Part):
     weighted_centroid: BaselineSummary
 
 
+class Calibration(_Part):
+    """The covariance scale that ships inside model.onnx, fitted on validation (never on test)."""
+
+    covariance_scale: float
+    fitted_on: str
+    applied_in_graph: bool
+    grid: list[float]
+    val_nll: list[float]
+    chosen: float
+    on_grid_edge: bool
+    n_sessions: int
+    #: the test coverage/NLL the network's own covariance would have had (the report's ``test`` is calibrated)
+    test_uncalibrated: dict[str, float] | None = None
+
+
 class OnnxSummary(_Part):
-    """The exported model: where it is, its inputs, parity with PyTorch, size and latency."""
+    """The exported model: where it is, its inputs, parity with the training path, size and latency.
+
+    ``max_position_diff_m`` compares ONNX Runtime on raw inputs with the training path (cached numpy
+    features → PyTorch network) on ``parity_n_sessions`` test sessions: the predictions behind ``test``.
+    """
 
     path: str
     object_key: str
     inputs: str
     max_position_diff_m: float
     max_covariance_rel_diff: float
+    median_position_diff_m: float | None = None
+    parity_n_sessions: int | None = None
+    parity_reference: str | None = None
+    parity_tolerance_m: float | None = None
+    parity_ok: bool | None = None
+    max_position_diff_vs_torch_graph_m: float | None = None
+    covariance_scale_in_graph: float | None = None
     size_bytes: int
     latency_ms_p50: float
     latency_ms_p90: float
@@ -88,7 +114,11 @@ class TrainReport(_Part):
     datasets: list[str]
     feature_config_hash: str
     data_snapshot: dict[str, SplitSnapshot]
+    #: the shipped model on the validation split: what every model choice is made on (absent in old reports)
+    validation: TestMetrics | None = None
     test: TestMetrics
+    #: absent in reports written before calibration shipped
+    calibration: Calibration | None = None
     baselines: Baselines
     onnx: OnnxSummary
     frame_origin: FrameOrigin

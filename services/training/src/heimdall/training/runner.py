@@ -1,4 +1,8 @@
-"""One training run end to end: data → LocalizationNet → checkpoints → test metrics → ONNX → report."""
+"""One training run end to end: data → LocalizationNet → checkpoints → calibration → test → ONNX → report.
+
+What happens after fitting (calibration on validation, test figures, export, parity) is
+:mod:`heimdall.training.shipping`.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
-import yaml
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
@@ -25,21 +27,15 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 from heimdall.atomic import atomic_write_text, check_output_dir
 from heimdall.data.arrays import DatasetError, SessionArrays, load_session_arrays
 from heimdall.data.dataset import HeimdallDataModule
-from heimdall.data.splits import apply_split_override, ids_digest
+from heimdall.data.splits import apply_split_override
 from heimdall.errors import UserError
-from heimdall.evaluate.classical import WeightedCentroid, observations_from_arrays
-from heimdall.evaluate.metrics import error_summary, errors_m, uncertainty_summary
-from heimdall.evaluate.plots import plot_error_cdf, plot_loss_curves, plot_prediction_map
-from heimdall.features import FeatureConfig
-from heimdall.inference.graph import InferenceGraph, model_metadata
-from heimdall.inference.onnx_export import export_onnx
-from heimdall.inference.publish import upload_model
-from heimdall.inference.verify import measure_latency, onnx_parity
+from heimdall.evaluate.plots import plot_loss_curves
 from heimdall.model import LocalizationNet
 from heimdall.services import Services
 from heimdall.training.config import ATTENTION_HEADS, ConfigError, TrainConfig
-from heimdall.training.module import LocalizationModule, predict_arrays
+from heimdall.training.module import LocalizationModule
 from heimdall.training.report import TrainReport
+from heimdall.training.shipping import finish_run
 
 log = logging.getLogger("heimdall.training")
 
@@ -306,6 +302,8 @@ def run_training(
         test_datasets=config.test_datasets,
         val_fraction=config.val_fraction,
         max_train=config.max_train_sessions,
+        val_datasets=config.val_datasets,
+        site_radius_m=config.site_radius_m,
     )
     load_s = time.perf_counter() - t_load
     if split_override is not None:
@@ -348,7 +346,7 @@ def run_training(
     best_path = Path(best_cb.best_model_path) if best_cb.best_model_path else last
     _load_weights(net, best_path)
     model_id = model_id or uuid.uuid4().hex
-    figures = _evaluate_and_export(config, services, arrays, dm, net, out, model_id)
+    figures = finish_run(config, services, arrays, dm, net, out, model_id)
     figures.update(
         {
             "n_train": counts["train"],
@@ -378,120 +376,18 @@ def run_training(
     return TrainResult(model_id, out, report, module.history)
 
 
-def _evaluate_and_export(
-    config: TrainConfig,
-    services: Services,
-    arrays: SessionArrays,
-    dm: HeimdallDataModule,
-    net: LocalizationNet,
-    out: Path,
-    model_id: str,
-) -> dict[str, Any]:
-    test = dm.datasets["test"]
-    frame = arrays.network.frame
-    pos, cov = predict_arrays(net, test.spectrogram, test.scalars, test.mask)
-    idx = arrays.indices("test")
-    lat, lon = frame.to_latlon(pos)
-    err = errors_m(np.stack([lat, lon], axis=1), arrays.truth_latlon[idx])
-    test_metrics = {
-        **error_summary(err),
-        **uncertainty_summary(pos, cov, arrays.target_enu_m[idx], arrays.target_sigma_m[idx]),
-    }
-    receivers = arrays.network.positions_enu_m()
-    vidx = arrays.indices("val")
-    wc = WeightedCentroid()
-    tuning = wc.tune(observations_from_arrays(arrays, vidx), arrays.target_enu_m[vidx])
-    wc_pos, _ = wc.predict(observations_from_arrays(arrays, idx))
-    wlat, wlon = frame.to_latlon(wc_pos)
-    wc_err = errors_m(np.stack([wlat, wlon], axis=1), arrays.truth_latlon[idx])
-    baseline = {**error_summary(wc_err), "tuning": tuning, "chosen": tuning["chosen"]}
-    plot_error_cdf({"model": err, "weighted centroid": wc_err}, out / "error_cdf.png")
-    plot_prediction_map(
-        arrays.target_enu_m[idx], pos, cov, receivers, arrays.network.names, out / "prediction_map.png"
-    )
-    onnx_report = _export(config, services, arrays, dm, net, out, model_id)
-    split_ids = {s: [str(arrays.session_ids[i]) for i in arrays.indices(s)] for s in ("train", "val", "test")}
-    _write_json(out / "split.json", split_ids)
-    _write_json(out / "normalization.json", dm.stats.to_dict())
-    _write_json(out / "network.json", arrays.network.to_dict())
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(config.resolved(), sort_keys=True))
-    return {
-        "model_id": model_id,
-        "datasets": list(arrays.datasets),
-        "feature_config_hash": arrays.feature_hash,
-        "data_snapshot": {s: {"n": len(v), "ids_sha256_16": ids_digest(v)} for s, v in split_ids.items()},
-        "test": test_metrics,
-        "baselines": {"weighted_centroid": baseline},
-        "onnx": onnx_report,
-        "frame_origin": {"latitude": frame.origin_lat, "longitude": frame.origin_lon},
-        "network": arrays.network.to_dict(),
-        "config": config.resolved(),
-    }
-
-
-def _raw_inputs(
-    services: Services,
-    arrays: SessionArrays,
-    indices: np.ndarray,
-    from_iq: bool,
-    feature_config: FeatureConfig,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sessions' inputs as the inference service builds them (:func:`heimdall.inference.inputs`)."""
-    from heimdall.data.recordings import arrays_power, arrays_recordings
-    from heimdall.inference.inputs import InputSpec, batch_inputs
-
-    spec = InputSpec(
-        station_ids=arrays.network.station_ids,
-        input_kind="iq" if from_iq else "scalars",
-        n_scalars=int(arrays.scalars.shape[-1]),
-        feature_config=feature_config,
-    )
-    if from_iq:
-        recordings = arrays_recordings(services.db, services.store, arrays, indices)
-        x, mask = batch_inputs(spec, recordings=recordings)
-    else:
-        x, mask = batch_inputs(spec, power=arrays_power(arrays, indices))
-    return torch.from_numpy(x), torch.from_numpy(mask)
-
-
-def _export(
-    config: TrainConfig,
-    services: Services,
-    arrays: SessionArrays,
-    dm: HeimdallDataModule,
-    net: LocalizationNet,
-    out: Path,
-    model_id: str,
-) -> dict[str, Any]:
-    """ONNX with features inside the graph when the model reads IQ; parity on the whole test split."""
-    from_iq = arrays.has_spectrogram  # IQ data: features are computed inside the graph either way
-    feature_config = config.features.to_feature_config()
-    graph = InferenceGraph(net, dm.stats, feature_config, from_iq=from_iq).eval()
-    inputs = _raw_inputs(services, arrays, arrays.indices("test"), from_iq, feature_config)
-    example = tuple(t[:2] if t.shape[0] >= 2 else torch.cat([t, t]) for t in inputs)
-    metadata = model_metadata(
-        arrays.network,
-        feature_config,
-        model_id,
-        feature_config_hash=arrays.feature_hash,
-        datasets=json.dumps(list(arrays.datasets)),
-    )
-    path = export_onnx(graph, example, out / "model.onnx", metadata)
-    parity = onnx_parity(path, graph, inputs)
-    latency = measure_latency(path, tuple(t[:1] for t in inputs))
-    key = upload_model(services.store, services.settings.models_bucket, model_id, path)
-    return {
-        "path": str(path),
-        "object_key": f"{services.settings.models_bucket}/{key}",
-        "inputs": "iq (B,R,2,T) float32 + receiver_mask (B,R)"
-        if from_iq
-        else "scalars (B,R,4) + receiver_mask (B,R)",
-        "max_position_diff_m": float(parity["max_position_diff_m"]),
-        "max_covariance_rel_diff": float(parity["max_covariance_rel_diff"]),
-        "size_bytes": path.stat().st_size,
-        "latency_ms_p50": float(latency["p50_ms"]),
-        "latency_ms_p90": float(latency["p90_ms"]),
-    }
+def _calibration_lines(cal: Mapping[str, Any] | None) -> list[str]:
+    """The shipped covariance scale, where it was fitted, and whether it sits on its grid's edge."""
+    if not cal:
+        return []
+    grid = cal.get("grid") or [cal["covariance_scale"]]
+    edge = " — on the grid's edge: the best scale may lie outside" if cal.get("on_grid_edge") else ""
+    return [
+        f"Covariance scale {cal['covariance_scale']:g} fitted on {cal.get('n_sessions', '?')} validation "
+        f"sessions over {len(grid)} values in [{grid[0]:g}, {grid[-1]:g}]{edge}; it is part of model.onnx "
+        "and applied in every figure above.",
+        "",
+    ]
 
 
 def _row(name: str, m: dict[str, float]) -> str:
@@ -523,12 +419,15 @@ def render_report_md(report: TrainReport | Mapping[str, Any]) -> str:
         f"2σ {t['coverage_2sigma']:.3f} (0.865), 95 % {t['coverage_95']:.3f}; NLL {t['nll']:.2f}; "
         f"mean 95 % ellipse {t['mean_ellipse_area_km2']:.1f} km².",
         "",
+        *_calibration_lines(report.get("calibration")),
         f"Weighted-centroid exponent tuned on validation over {b['tuning']['grid']}.",
         "",
         "## ONNX",
         "",
         f"`{o['path']}` ({o['size_bytes'] / 1e6:.2f} MB, object `{o['object_key']}`): "
-        f"max position difference vs PyTorch {o['max_position_diff_m']:.3g} m over the test split; "
+        f"max position difference vs the training path (cached numpy features → PyTorch) "
+        f"{o['max_position_diff_m']:.3g} m over {o.get('parity_n_sessions', report['n_test'])} test sessions"
+        f"{'' if o.get('parity_ok', True) else ' (ABOVE TOLERANCE: the file is not the measured model)'}; "
         f"ONNX Runtime p50 {o['latency_ms_p50']:.2f} ms per session on one thread.",
         "",
         f"Training: {report['epochs_run']} epochs"
