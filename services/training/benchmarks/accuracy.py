@@ -1,4 +1,4 @@
-"""Accuracy benchmarks of DESIGN §9 in one command; writes benchmarks/RESULTS.md.
+"""Accuracy benchmarks of docs/EVALUATION.md, Targets in one command; writes benchmarks/RESULTS.md.
 
 Run from the repository root:  .venv/bin/python services/training/benchmarks/accuracy.py
 Stages (each skipped when its output exists; --force redoes them), all on the embedded default

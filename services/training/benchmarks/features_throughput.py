@@ -1,7 +1,7 @@
 """Feature extraction throughput: recordings/s (0.5 s at 12.5 kHz) for the numpy and torch paths.
 
 Run: .venv/bin/python services/training/benchmarks/features_throughput.py [--recordings 4000] [--repeats 5]
-Target (DESIGN §9): ≥ 2,000 recordings/s on 2 cores. Quotes the median of the repeats.
+Target (docs/EVALUATION.md, Targets): ≥ 2,000 recordings/s on 2 cores. Quotes the median of the repeats.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Run: .venv/bin/python services/training/benchmarks/inference_latency.py --model models/model.onnx
 Times OnnxLocalizer.predict (ONNX Runtime, one intra-op thread = one core) on batches of one,
-including the feature graph; quotes p50/p90 over `--runs`. Target (DESIGN §9): p50 ≤ 5 ms.
+including the feature graph; quotes p50/p90 over `--runs`. Target (docs/EVALUATION.md, Targets): p50 ≤ 5 ms.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def _websdr(i: int, name: str, lat: float, lon: float, alt: float, host: str) ->
     return Station(i, name, lat, lon, alt, f"http://{host}/")
 
 
-# The north-west Italy network (DESIGN §4). Ids are fixed: measurement rows reference them.
+# The north-west Italy network (docs/TRAINING.md §2). Ids are fixed: measurement rows reference them.
 NW_ITALY_STATIONS: tuple[Station, ...] = (
     _websdr(1, "Aquila di Giaveno", 45.02, 7.29, 600.0, "websdr.aquila-giaveno.example"),
     _websdr(2, "Montanaro", 45.234, 7.857, 300.0, "websdr.montanaro.example"),

@@ -30,6 +30,7 @@ HELP = {
         "train",
         "evaluate",
         "predict",
+        "locate",
         "db",
         "import",
         "export",
@@ -43,6 +44,7 @@ HELP = {
     ("db", "upgrade"): ("--help",),
     ("import",): ("sigmf", "powder"),
     ("export",): ("sigmf",),
+    ("locate",): ("--model", "--exclude", "--format"),
 }
 
 

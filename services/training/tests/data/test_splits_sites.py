@@ -137,6 +137,13 @@ def test_a_walk_recorded_label_with_a_random_split_warns(caplog: pytest.LogCaptu
     with caplog.at_level(logging.WARNING, logger="heimdall.data"):
         split_sessions(spread, "hash")
     assert not caplog.records
+    # a caller that replaces the split by a recorded one (evaluate) asks for no advice about it
+    with caplog.at_level(logging.WARNING, logger="heimdall.data"):
+        quiet = split_sessions(walk, "hash", warn=False)
+        split_sessions(walk, "hash")  # the default radius chains the whole walk into one site
+    assert [r.getMessage() for r in caplog.records if "walk" in r.getMessage()] == lines
+    assert sum("holds" in r.getMessage() for r in caplog.records) == 1
+    assert list(quiet) == list(split_sessions(walk, "hash"))  # silence changes no split
 
 
 def test_site_radius_is_checked() -> None:

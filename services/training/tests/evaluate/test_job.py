@@ -51,7 +51,10 @@ def test_one_table_of_methods(evaluated) -> None:
     assert len(on_disk["outage"]) == 7 and "model_rmse_over_oracle" in on_disk["outage"]["1"]
     text = (out / "evaluation.md").read_text()
     assert "| model |" in text and "Receiver outage" in text
-    for plot in ("error_cdf.png", "calibration.png", "prediction_map.png"):
+    n_maps = min(4, result.n_sessions)  # one map per session, the first four of the split
+    maps = [f"session_map_{k}.png" for k in range(1, n_maps + 1)]
+    assert on_disk["plots"] == ["error_cdf.png", "calibration.png", *maps]
+    for plot in on_disk["plots"]:
         assert (out / plot).read_bytes()[:4] == b"\x89PNG"
 
 

@@ -55,6 +55,10 @@ def test_cli_prints_the_outcome(cli_env, tmp_path) -> None:
     printed = [line for line in r.output.splitlines() if ": RMSE " in line]
     assert printed == expected
     assert f"evaluation: {tmp_path / 'e' / 'evaluation.md'}" in r.output
+    assert "mlflow: " in r.output  # attached to the training run, or the reason it was not
+    args = ["evaluate", "--model", model, "--output-dir", str(tmp_path / "f"), "--no-outage", "--no-oracle"]
+    off = CliRunner().invoke(app, [*args, "--no-tracking"])
+    assert off.exit_code == 0 and "mlflow: not attached (tracking off)" in off.output, off.output
     mine = cli_env.evaluated.methods["model"]
     wc = cli_env.evaluated.methods["weighted_centroid"]
     assert f"model RMSE {km(mine.rmse_m)} vs weighted centroid {km(wc.rmse_m)}: " in r.output

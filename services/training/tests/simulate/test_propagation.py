@@ -25,7 +25,7 @@ C = 299_792_458.0
 
 
 def pinned_path_loss(d_m: np.ndarray, f_hz: float) -> np.ndarray:
-    """DESIGN §5: free space to 1 km, then FSPL(1 km) + 35 dB/decade; d clamped to >= 1 m."""
+    """docs/SIMULATOR.md: free space to 1 km, then FSPL(1 km) + 35 dB/decade; d clamped to >= 1 m."""
     d = np.maximum(np.asarray(d_m, float), 1.0)
     fspl = 20 * np.log10(4 * math.pi * d * f_hz / C)
     beyond = 20 * math.log10(4 * math.pi * 1000.0 * f_hz / C) + 35 * np.log10(d / 1000.0)

@@ -1,4 +1,4 @@
-"""Scenario loading: the shipped nw-italy-v1 matches DESIGN §4-5, and bad files fail with clear errors."""
+"""Scenario loading: the shipped nw-italy-v1 matches docs/SIMULATOR.md; bad files fail with clear errors."""
 
 from __future__ import annotations
 

@@ -182,10 +182,11 @@ def test_predict_json_and_geojson(first: FirstRun) -> None:
     expected_error = great_circle_m(float(lat), float(lon), *db_truth)
     assert out["truth"]["error_m"] == pytest.approx(expected_error, rel=1e-9)
     assert sorted(out["receivers"]["used"]) == list(range(1, 8))
-    # GeoJSON: a FeatureCollection with the position Point, 1σ/2σ Polygons and the truth
+    # GeoJSON: a FeatureCollection with the position Point, 1σ/2σ/95 % Polygons, the receivers, the truth
     assert geo["type"] == "FeatureCollection"
     kinds = {f["properties"]["kind"]: f for f in geo["features"]}
-    assert set(kinds) == {"position", "ellipse_1sigma", "ellipse_2sigma", "truth"}
+    ellipses = {"ellipse_1sigma", "ellipse_2sigma", "ellipse_95pct"}
+    assert set(kinds) == {"position", *ellipses, "receiver", "truth"}
     assert kinds["position"]["geometry"] == {
         "type": "Point",
         "coordinates": [out["position"]["longitude"], out["position"]["latitude"]],

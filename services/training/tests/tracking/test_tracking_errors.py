@@ -59,14 +59,14 @@ def test_unknown_run_is_a_user_error_and_an_outage_is_not(tmp_path: Path) -> Non
 def test_bad_split_json_of_a_run_is_a_data_error(
     tmp_path: Path, monkeypatch, content: bytes, match: str
 ) -> None:
-    import mlflow.artifacts
+    import heimdall.tracking.replay as replay
 
-    def download(*, artifact_path: str, dst_path: str, **_k) -> str:
-        path = Path(dst_path) / artifact_path
-        path.write_bytes(content if artifact_path == "split.json" else b"epochs: 1\n")
-        return str(path)
+    def download(target, client, run_id: str, name: str, dst: Path) -> Path:  # type: ignore[no-untyped-def]
+        dst.mkdir(parents=True, exist_ok=True)
+        (dst / name).write_bytes(content if name == "split.json" else b"epochs: 1\n")
+        return dst / name
 
-    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", download)
+    monkeypatch.setattr(replay, "download_run_artifact", download)
     client = SimpleNamespace(get_run=lambda run_id: SimpleNamespace())
     with pytest.raises(DataError, match=match) as err:
         fetch_run_spec(TARGET, client, "r1", tmp_path / "dst")

@@ -40,7 +40,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(help="Database schema management.", no_args_is_help=True)
-import_app = typer.Typer(help="Import recordings from outside (SigMF, POWDER).", no_args_is_help=True)
+import_app = typer.Typer(help="Import recordings: SigMF, POWDER, RSS CSV.", no_args_is_help=True)
 export_app = typer.Typer(help="Export sessions or models.", no_args_is_help=True)
 stations_app = typer.Typer(help="Your receiver network: add from a file, list.", no_args_is_help=True)
 sessions_app = typer.Typer(help="List sessions; approve or reject them for training.", no_args_is_help=True)

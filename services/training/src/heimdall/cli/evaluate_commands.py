@@ -35,6 +35,9 @@ def evaluate(
         "--scenario",
         help="Your scenario file for the Bayes oracle (must be the one the sessions were simulated from).",
     ),
+    tracking: bool = typer.Option(
+        True, "--tracking/--no-tracking", help="Attach the evaluation to the model's MLflow run (if any)."
+    ),
 ) -> None:
     """Evaluate a model against weighted centroid, log-distance NLS, kNN fingerprints and the Bayes oracle."""
     from heimdall.jobs.evaluate import EvaluateRequest
@@ -51,6 +54,7 @@ def evaluate(
         oracle=oracle,
         outage_sessions=outage_sessions,
         scenario=scenario,
+        tracking=tracking,
     )
     out = run_evaluate(request, load_settings(), progress=lambda m: console.print(f"… {m}"))
     for name, m in out.methods.items():
@@ -67,6 +71,10 @@ def evaluate(
                 f"{mine.rmse_m / bayes.rmse_m:.2f}× the best achievable"
             )
     typer.echo(f"evaluation: {out.report}")
+    if out.mlflow.attached:
+        typer.echo(f"mlflow: attached to run {out.mlflow.run_id} ({out.mlflow.artifact_path})")
+    else:
+        typer.echo(f"mlflow: not attached ({out.mlflow.reason})")
     typer.echo(f"next: heimdall predict --model {_onnx(model)} --session {_a_session(model, split)}")
 
 

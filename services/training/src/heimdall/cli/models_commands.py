@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import typer
 
 from heimdall.cli.app import app, load_settings, user_errors
-from heimdall.errors import UserError
+from heimdall.cli.map_output import FORMAT_HELP, OUTPUT_HELP, check_format, emit
 from heimdall.jobs.models import PromoteRequest, promote
 from heimdall.jobs.models import list_models as list_registered
 
@@ -78,12 +79,14 @@ def predict(
         "--model",
         help="models:/heimdall-localizer@champion (or @alias, /VERSION), runs:/…, or a model.onnx path.",
     ),
-    fmt: str = typer.Option("json", "--format", help="json or geojson (FeatureCollection)."),
+    fmt: str = typer.Option("json", "--format", help=FORMAT_HELP),
+    output: Path | None = typer.Option(None, "--output", help=OUTPUT_HELP),
 ) -> None:
-    """Locate one stored session with an ONNX model: lat/lon, covariance (m²) and the 1σ/2σ ellipses."""
+    """Locate one stored session with an ONNX model: lat/lon, covariance (m²), the 1σ/2σ/95 % ellipses and
+    the receivers (heard or not, SNR), as JSON, GeoJSON or a self-contained HTML map."""
+    from heimdall.inference.formats import render
     from heimdall.jobs.predict import predict_stored
 
-    if fmt not in ("json", "geojson"):
-        raise UserError(f"--format must be json or geojson, got {fmt!r}")
-    out = predict_stored(load_settings(), session, model, fmt)
-    typer.echo(json.dumps(out, indent=2))
+    output = check_format(fmt, output)
+    result = predict_stored(load_settings(), session, model, "json")
+    emit(render([result], fmt, title=f"Heimdall predict: session {session}"), fmt, output, [session])

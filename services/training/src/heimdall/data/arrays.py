@@ -176,6 +176,7 @@ def load_session_arrays(
     max_train: int | None = None,
     val_datasets: Sequence[str] = (),
     site_radius_m: float = DEFAULT_SITE_RADIUS_M,
+    split_warnings: bool = True,
 ) -> SessionArrays:
     """Load approved sessions of `datasets` into arrays; `network` fixes the receiver order if given.
 
@@ -293,7 +294,13 @@ def load_session_arrays(
     ids = [keep[i][0].id for i in sel]
     try:
         splits = split_sessions(
-            [keep[i][0] for i in sel], split, test_datasets, val_fraction, val_datasets, site_radius_m
+            [keep[i][0] for i in sel],
+            split,
+            test_datasets,
+            val_fraction,
+            val_datasets,
+            site_radius_m,
+            warn=split_warnings,
         )
         splits = limit_train(splits, ids, max_train)
     except ValueError as exc:

@@ -274,8 +274,12 @@ def split_sessions(
     val_fraction: float = 0.1,
     val_datasets: Sequence[str] = (),
     site_radius_m: float = DEFAULT_SITE_RADIUS_M,
+    warn: bool = True,
 ) -> np.ndarray:
     """Split names for `sessions` by a named strategy (:data:`SPLIT_STRATEGIES`).
+
+    `warn` False silences the advice about walks and lopsided sites (a caller that replaces this split
+    by a recorded one, as ``evaluate`` does, would otherwise warn about a split it does not use).
 
     "hash" splits whole transmitter sites (:func:`site_keys`). With `test_datasets` / `val_datasets`
     the sessions of those labels are the test / validation split (a held-out campaign, e.g. a simulation
@@ -293,7 +297,8 @@ def split_sessions(
         if test_datasets or val_datasets:
             raise ValueError(f"test_datasets/val_datasets only combine with the hash split, not {strategy!r}")
         return notes_split(sessions, strategy, val_fraction=val_fraction)
-    _warn_walks(sessions)
+    if warn:
+        _warn_walks(sessions)
     keys = site_keys(sessions, site_radius_m)
     labels = np.array([s.dataset for s in sessions], dtype=object)
     held = {"test": np.isin(labels, list(test_datasets)), "val": np.isin(labels, list(val_datasets))}
@@ -316,7 +321,8 @@ def split_sessions(
                     name,
                 )
             out[leak] = "unused"
-    _warn_big_site(keys, site_radius_m)
+    if warn:
+        _warn_big_site(keys, site_radius_m)
     return out
 
 

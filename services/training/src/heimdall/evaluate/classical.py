@@ -109,7 +109,7 @@ class LogDistanceNLS:
     covariance is the likelihood-weighted spread over the coarse grid.
     """
 
-    LAMBDAS = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+    LAMBDAS = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
     GRID = 60
 
     def __init__(self, min_distance_m: float = 100.0) -> None:

@@ -36,9 +36,8 @@ from heimdall.evaluate.metrics import error_summary, errors_m, mahalanobis_sq, u
 from heimdall.evaluate.oracle_cache import OracleCache
 from heimdall.evaluate.oracle_localizer import BayesOracleLocalizer
 from heimdall.evaluate.outage import DEFAULT_MIN_HEARD, outage_study
-from heimdall.evaluate.plots import plot_calibration, plot_error_cdf, plot_prediction_map
+from heimdall.evaluate.plots import plot_calibration, plot_error_cdf, plot_session_maps
 from heimdall.evaluate.report import EvaluationReport
-from heimdall.features import FeatureConfig
 from heimdall.inference.inputs import batch_inputs
 from heimdall.inference.localizer import OnnxLocalizer
 from heimdall.services import Services
@@ -163,9 +162,10 @@ def evaluate(
         services.db,
         services.store,
         datasets,
-        FeatureConfig(),
+        loc.feature_config(),  # the model's own (a power-only model reads these scalars)
         services.settings.data_dir / "feature-cache",
         network=network,
+        split_warnings=False,  # the recorded split replaces this one
     )
     arrays = apply_split_override(arrays, recorded)
     idx, val, train = arrays.indices(split), arrays.indices("val"), arrays.indices("train")
@@ -260,15 +260,9 @@ def _write(
     }
     plot_calibration(d2, out / "calibration.png")
     best = ORACLE if ORACLE in methods else MODEL
-    plot_prediction_map(
-        truth,
-        methods[MODEL].pos,
-        methods[MODEL].cov,
-        arrays.network.positions_enu_m(),
-        arrays.network.names,
-        out / "prediction_map.png",
-    )
-    result["plots"] = ["error_cdf.png", "calibration.png", "prediction_map.png"]
+    # one readable map per session (the first few of the split, every method on each), in lat/lon
+    maps = plot_session_maps(out, arrays, idx, {name: (m.pos, m.cov) for name, m in methods.items()})
+    result["plots"] = ["error_cdf.png", "calibration.png", *maps]
     result["reference_for_ratios"] = best
     # through JSON once so numpy scalars are plain numbers, exactly as evaluation.json holds them
     report = EvaluationReport.model_validate(json.loads(json.dumps(result, default=float)))

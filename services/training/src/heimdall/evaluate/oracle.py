@@ -1,4 +1,4 @@
-"""Bayes oracle for simulated sessions (DESIGN §8): the posterior of the transmitter position.
+"""Bayes oracle for simulated sessions (docs/EVALUATION.md): the posterior of the transmitter position.
 
 Given the world's true noiseless field ``field_r(x, b)`` (`MeasurementModel.field_db_enu`) and the
 simulator's exact measurement distribution (see `MeasurementModel`), the likelihood of one session is

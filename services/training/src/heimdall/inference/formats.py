@@ -1,4 +1,10 @@
-"""What a prediction looks like to a user: JSON (lat/lon float64, metres, m²), GeoJSON and error ellipses."""
+"""What a prediction looks like to a user: JSON (lat/lon float64, metres, m²), GeoJSON and the HTML map.
+
+:func:`predict_session` runs the model on one session and returns the JSON-ready dict ``heimdall
+predict`` prints; :func:`map_estimate` turns that dict (or a saved copy of it) into the typed input of
+the map renderers in :mod:`heimdall.inference.maps` and :mod:`heimdall.inference.maps_html`, so the
+GeoJSON and the HTML map are drawn from exactly the figures the JSON reports.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +14,43 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from heimdall.geo import haversine_m
+from heimdall.errors import UserError
+from heimdall.features import SCALAR_NAMES, receiver_scalars
+from heimdall.geo import LocalFrame, haversine_m
 from heimdall.inference.inputs import SessionInputs
 from heimdall.inference.localizer import OnnxLocalizer, ellipse
+from heimdall.inference.maps import (
+    ELLIPSE_LEVELS,
+    ELLIPSE_VERTICES,
+    MapEstimate,
+    MapReceiver,
+    confidence_of,
+    location_geojson,
+)
+from heimdall.inference.maps_html import render_html
 
 __all__ = [
     "ELLIPSE_VERTICES",
+    "FORMATS",
     "SIGMA_LEVELS",
     "as_geojson",
     "as_json",
     "coverage",
     "ellipse_params",
-    "ellipse_ring",
+    "map_estimate",
     "predict_session",
+    "receiver_readings",
+    "render",
 ]
 
-#: Probability mass inside the n-sigma ellipse of a 2-D Gaussian: 1 - exp(-n²/2).
-SIGMA_LEVELS = {"1sigma": 1.0, "2sigma": 2.0}
-ELLIPSE_VERTICES = 72
+#: n of the n-sigma ellipses reported: 1σ (39.3 %), 2σ (86.5 %) and 95 % (n = 2.4477).
+SIGMA_LEVELS = ELLIPSE_LEVELS
+#: what ``--format`` accepts
+FORMATS = ("json", "geojson", "html")
 
 
 def coverage(n_sigma: float) -> float:
-    return 1.0 - math.exp(-0.5 * n_sigma * n_sigma)
+    return confidence_of(n_sigma)
 
 
 def ellipse_params(cov: NDArray[np.float64], n_sigma: float) -> dict[str, float]:
@@ -44,19 +65,56 @@ def ellipse_params(cov: NDArray[np.float64], n_sigma: float) -> dict[str, float]
     }
 
 
-def ellipse_ring(
-    loc: OnnxLocalizer, center_enu: NDArray[np.float64], cov: NDArray[np.float64], n_sigma: float
-) -> list[list[float]]:
-    """The n-sigma ellipse as a closed, counter-clockwise GeoJSON ring of [lon, lat]."""
-    vals, vecs = np.linalg.eigh(0.5 * (cov + cov.T))
-    if np.linalg.det(vecs) < 0:  # keep a right-handed basis so the ring runs counter-clockwise
-        vecs[:, 1] = -vecs[:, 1]
-    t = np.linspace(0.0, 2.0 * np.pi, ELLIPSE_VERTICES, endpoint=False)
-    unit = np.stack([np.cos(t), np.sin(t)])  # (2, V)
-    pts = center_enu[:, None] + n_sigma * (vecs * np.sqrt(np.clip(vals, 0.0, None))) @ unit
-    lat, lon = loc.to_latlon(pts.T)
-    ring = [[float(a), float(b)] for a, b in zip(lon, lat, strict=True)]
-    return [*ring, ring[0]]
+def _num(v: float) -> float | None:
+    return float(v) if math.isfinite(v) else None
+
+
+def receiver_readings(loc: OnnxLocalizer, inputs: SessionInputs) -> list[dict[str, Any]]:
+    """Every receiver of the model (name, position, used or absent) with the power, SNR and heard flag
+    of what it delivered: an IQ recording's scalars are computed as the features compute them, a
+    power-only row is reported as read. Stations the model does not know are listed as ignored."""
+    meta = {int(r["station_id"]): r for r in loc.receivers or ()}
+    names = loc.station_names or tuple(str(s) for s in loc.station_ids)
+    x, mask = inputs.inputs[0], inputs.receiver_mask[0]
+    cfg = loc.feature_config() if loc.input_kind == "iq" else None
+    out: list[dict[str, Any]] = []
+    for k, sid in enumerate(loc.station_ids):
+        m = meta.get(int(sid), {})
+        row: dict[str, Any] = {
+            "station_id": int(sid),
+            "name": str(m.get("name", names[k])),
+            "latitude": m.get("latitude"),
+            "longitude": m.get("longitude"),
+            "status": "used" if mask[k] > 0 else "absent",
+            "heard": None,
+            "snr_db": None,
+            "power_dbm": None,
+        }
+        if mask[k] > 0:
+            if cfg is not None:
+                s = receiver_scalars((x[k, 0] + 1j * x[k, 1]).astype(np.complex64), cfg)
+                power, snr, is_heard = s.power_dbm, s.snr_db, s.heard
+            else:
+                # power-only data: a reading is "heard" by its presence (the heard column the model reads)
+                col = {name: float(x[k, i]) for i, name in enumerate(SCALAR_NAMES)}
+                power, snr, is_heard = col["power_dbm"], col["snr_db"], col["heard"] >= 0.5
+            row.update(heard=bool(is_heard), snr_db=_num(snr), power_dbm=_num(power))
+        out.append(row)
+    for sid in inputs.ignored_stations:
+        out.append(
+            {
+                "station_id": int(sid),
+                "name": str(sid),
+                "latitude": None,
+                "longitude": None,
+                "status": "ignored",
+                "heard": None,
+                "snr_db": None,
+                "power_dbm": None,
+                "note": "not a receiver of this model",
+            }
+        )
+    return out
 
 
 def predict_session(
@@ -103,7 +161,7 @@ def predict_session(
             "longitude": float(tlon),
             "error_m": float(haversine_m(lat, lon, tlat, tlon)),
         }
-    out["_rings"] = {name: ellipse_ring(loc, p, c, n) for name, n in SIGMA_LEVELS.items()}
+    out["stations"] = receiver_readings(loc, inputs)
     return out
 
 
@@ -111,38 +169,44 @@ def as_json(result: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in result.items() if not k.startswith("_")}
 
 
+def map_estimate(result: dict[str, Any]) -> MapEstimate:
+    """The map input for one ``heimdall predict`` JSON result (as printed, or read back from a file)."""
+    try:
+        origin = result["frame"]
+        frame = LocalFrame(float(origin["origin_latitude"]), float(origin["origin_longitude"]))
+        pos = result["position"]
+        cov = result["covariance_enu_m2"]
+        truth = result.get("truth")
+        return MapEstimate(
+            label=str(result.get("session_id") or "estimate"),
+            frame=frame,
+            position_enu_m=(float(pos["east_m"]), float(pos["north_m"])),
+            covariance_enu_m2=((float(cov[0][0]), float(cov[0][1])), (float(cov[1][0]), float(cov[1][1]))),
+            receivers=tuple(MapReceiver.from_dict(r) for r in result.get("stations", ())),
+            truth_latlon=None if truth is None else (float(truth["latitude"]), float(truth["longitude"])),
+            properties={k: v for k, v in as_json(result).items() if k not in ("position", "stations")},
+        )
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise UserError(f"not a heimdall prediction result (missing or malformed {exc})") from None
+
+
 def as_geojson(result: dict[str, Any]) -> dict[str, Any]:
-    """A FeatureCollection: the position (Point, with every figure as properties), the 1σ and 2σ
-    ellipses (Polygons) and, when the session has a known source, the truth (Point)."""
-    base = as_json(result)
-    pos = base["position"]
-    props = {k: v for k, v in base.items() if k not in ("position",)}
-    features: list[dict[str, Any]] = [
-        {
-            "type": "Feature",
-            "geometry": {"type": "Point", "coordinates": [pos["longitude"], pos["latitude"]]},
-            "properties": {"kind": "position", **props, "east_m": pos["east_m"], "north_m": pos["north_m"]},
-        }
-    ]
-    for name, ring in result["_rings"].items():
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": [ring]},
-                "properties": {
-                    "kind": f"ellipse_{name}",
-                    "session_id": base["session_id"],
-                    **base["ellipses"][name],
-                },
-            }
-        )
-    if "truth" in base:
-        t = base["truth"]
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": {"type": "Point", "coordinates": [t["longitude"], t["latitude"]]},
-                "properties": {"kind": "truth", "session_id": base["session_id"], "error_m": t["error_m"]},
-            }
-        )
-    return {"type": "FeatureCollection", "features": features}
+    """A FeatureCollection: the position (Point, with every figure as properties) first, the 1σ, 2σ and
+    95 % ellipses (Polygons), the receivers (Points: heard or not, SNR, power) and, when the session
+    has a known source, the truth (Point, with the error in metres)."""
+    return location_geojson([map_estimate(result)])
+
+
+def render(results: list[dict[str, Any]], fmt: str, title: str = "Heimdall location") -> str:
+    """One or more prediction results as the text of ``--format json|geojson|html``."""
+    import json
+
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "json":
+        body: Any = as_json(results[0]) if len(results) == 1 else [as_json(r) for r in results]
+        return json.dumps(body, indent=2) + "\n"
+    estimates = [map_estimate(r) for r in results]
+    if fmt == "geojson":
+        return json.dumps(location_geojson(estimates), indent=2) + "\n"
+    return render_html(estimates, title)

@@ -1,8 +1,9 @@
 """Import the POWDER 462.7 MHz outdoor RSS dataset (University of Utah) as power-only sessions.
 
 The dataset (``single_tx.csv`` + ``location_coordinates.json`` + the authors' ``random_test.json`` and
-``grid_test.json``, see ``services/training/datasets/powder-462.7/README.md``) becomes rows of the acquisition
-format (DESIGN §4, §8), written through :func:`~heimdall.storage.recordings.write_sessions`:
+``grid_test.json``, see ``services/training/datasets/powder-462.7/README.md``) becomes rows of the
+acquisition format (docs/TRAINING.md §2, docs/EVALUATION.md), written through
+:func:`~heimdall.storage.recordings.write_sessions`:
 
 * one session per CSV row (one transmitter sample), ``dataset = 'powder'``, no IQ; its id is a uuid5
   of the dataset label and the row's timestamp, so importing the same file again writes nothing;

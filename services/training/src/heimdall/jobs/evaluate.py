@@ -3,10 +3,16 @@
 The model is a training output folder, a model.onnx path or an MLflow URI (``models:/NAME@ALIAS``,
 ``runs:/…``); an MLflow model whose folder lacks split.json/network.json gets them from the training
 run that logged it (its model id). :func:`heimdall.evaluate.job.evaluate` does the rest on local files.
+
+When the model came from a tracked training run (an MLflow URI, or a training folder with its
+``mlflow_run.json``) and ``tracking`` is on, the evaluation's files and headline metrics are attached
+to that run afterwards (:mod:`heimdall.tracking.evaluation`). A failure there never removes the
+evaluation already written: the outcome says why nothing was attached.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +26,8 @@ from heimdall.evaluate.report import EvaluationReport
 from heimdall.services import Services, open_services
 from heimdall.settings import Settings
 
+log = logging.getLogger("heimdall.evaluate")
+
 
 class EvaluateRequest(BaseModel):
     """The options of ``heimdall evaluate``."""
@@ -32,6 +40,19 @@ class EvaluateRequest(BaseModel):
     outage_sessions: int | None = None
     #: a user's scenario file for the oracle (refused unless the sessions recorded its content hash)
     scenario: Path | None = None
+    #: attach the evaluation to the model's MLflow training run, when it has one
+    tracking: bool = True
+
+
+class MlflowAttachment(BaseModel):
+    """Whether the evaluation reached the model's MLflow run, and why not."""
+
+    run_id: str | None = None
+    attached: bool = False
+    artifact_path: str | None = None  # evaluation/<split> inside the run's artifacts
+    artifacts: list[str] = []
+    metrics: dict[str, float] = {}
+    reason: str | None = None  # why nothing was attached
 
 
 class MethodSummary(BaseModel):
@@ -49,6 +70,7 @@ class EvaluateOutcome(BaseModel):
     report: Path  # evaluation.md
     methods: dict[str, MethodSummary]
     evaluation: EvaluationReport  # evaluation.json (``.as_json()``)
+    mlflow: MlflowAttachment = MlflowAttachment(reason="not attempted")
 
 
 def resolve_model_files(model: str, settings: Settings, workdir: Path) -> ModelFiles:
@@ -117,6 +139,57 @@ def evaluate(
     services = open_services(settings)
     try:
         with removed_on_failure(request.output_dir):
-            return evaluate_with(request, services, progress)
+            outcome = evaluate_with(request, services, progress)
     finally:
         services.close()
+    if request.tracking:
+        outcome.mlflow = attach_to_run(request.model, outcome, settings)
+    else:
+        outcome.mlflow = MlflowAttachment(reason="tracking off")
+    return outcome
+
+
+def tracked_run_id(model: str, model_id: str) -> str | None:
+    """The MLflow run that trained ``model``: its model id for an MLflow URI, else the training folder's
+    ``mlflow_run.json`` (written only by a tracked ``heimdall train``); None for an untracked model."""
+    from heimdall.jobs.predict import is_mlflow_uri
+
+    if is_mlflow_uri(model):
+        return model_id
+    from heimdall.tracking.run import read_run_marker
+
+    path = Path(model).expanduser()
+    return read_run_marker(path if path.is_dir() else path.parent)
+
+
+def attach_to_run(model: str, outcome: EvaluateOutcome, settings: Settings) -> MlflowAttachment:
+    """Attach ``outcome``'s files and metrics to the model's training run (see the module docstring)."""
+    from heimdall.tracking.connection import TrackingError, TrackingTarget, connect
+    from heimdall.tracking.evaluation import attach_evaluation
+
+    run_id = tracked_run_id(model, outcome.model_id)
+    if run_id is None:
+        return MlflowAttachment(reason="the model has no MLflow run (trained with --no-tracking?)")
+    target = TrackingTarget.from_settings(settings)
+    if target.kind == "sqlite":
+        db = Path(target.uri.split("///", 1)[-1])
+        if not db.is_file():  # an embedded store that does not exist cannot hold the run: create nothing
+            return MlflowAttachment(run_id=run_id, reason=f"no MLflow store at {db}")
+    try:
+        target, client = connect(settings)
+        try:
+            client.get_run(run_id)
+        except Exception:  # MLflow says "not found" in several ways
+            where = target.display
+            return MlflowAttachment(run_id=run_id, reason=f"run {run_id} is not in MLflow at {where}")
+        done = attach_evaluation(target, client, run_id, outcome.output_dir, outcome.evaluation.as_json())
+    except TrackingError as exc:
+        log.warning("evaluation not attached to MLflow run %s: %s", run_id, exc)
+        return MlflowAttachment(run_id=run_id, reason=str(exc))
+    return MlflowAttachment(
+        run_id=run_id,
+        attached=True,
+        artifact_path=done.artifact_path,
+        artifacts=list(done.artifacts),
+        metrics=done.metrics,
+    )

@@ -1,4 +1,4 @@
-"""Recordings in and out: ``heimdall import sigmf``, ``heimdall import powder``, ``heimdall export sigmf``.
+"""Recordings in and out: ``heimdall import sigmf``, ``import powder``, ``import rss``, ``export sigmf``.
 
 Each job opens the services from ``Settings``, calls the importer or exporter of :mod:`heimdall.ingest`
 and returns what was stored. The importers are imported inside the functions so that a front door that
@@ -204,6 +204,108 @@ def import_powder(request: PowderImportRequest, settings: Settings) -> PowderImp
         bus_receivers=r.bus_receivers,
         absent_fraction=r.absent_fraction,
         test_sizes=dict(r.test_sizes),
+        seconds=r.seconds,
+        database=services.db.safe_url,
+    )
+
+
+# ------------------------------------------------------------------------------------------------- RSS
+
+
+class RssImportRequest(BaseModel):
+    """The arguments of ``heimdall import rss``; ``receivers`` is a stations file registered with it."""
+
+    csv_path: Path
+    frequency_hz: float
+    dataset: str | None = None  # None: the CSV file's name without its extension
+    tx_power_dbm: float | None = None  # None: unknown
+    truth_sigma_m: float = 0.0
+    receivers: Path | None = None
+    missing_marker: float | None = None
+    pending: bool = False
+
+
+class RssImportOutcome(BaseModel):
+    """What an RSS import found and stored."""
+
+    csv_path: Path
+    dataset: str
+    layout: str  # wide or long
+    sessions: int  # importable sessions (written now + already present)
+    written: int
+    already_present: int
+    skipped: dict[str, int]
+    dropped_readings: dict[str, int]
+    measurements: int
+    receivers: list[str]
+    receivers_registered: list[str]
+    moving_readings: int
+    not_received_fraction: float
+    seconds: float
+    database: str  # URL, password masked
+
+
+def parse_power(text: str) -> float | None:
+    """``--tx-power-dbm``: a number of dBm, or ``unknown`` (None)."""
+    import math
+
+    if text.strip().lower() == "unknown":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UserError(f"--tx-power-dbm must be a number of dBm or 'unknown', got {text!r}") from None
+    if not math.isfinite(value):
+        raise UserError(f"--tx-power-dbm must be a finite number of dBm, got {text!r}")
+    return value
+
+
+def import_rss(request: RssImportRequest, settings: Settings) -> RssImportOutcome:
+    """Import a power-only RSS CSV (one documented layout), checked whole first, idempotently."""
+    from heimdall.ingest.rss_csv import RssOptions
+    from heimdall.ingest.rss_csv import import_rss as store_rss
+    from heimdall.jobs.stations import read_stations_file
+
+    dataset = request.dataset if request.dataset is not None else request.csv_path.stem
+    receivers = read_stations_file(request.receivers) if request.receivers is not None else []
+    labels = [f"{request.receivers}: row {n}" for n in range(1, len(receivers) + 1)]
+    options = RssOptions(
+        dataset=dataset,
+        frequency_hz=request.frequency_hz,
+        tx_power_dbm=request.tx_power_dbm,
+        truth_sigma_m=request.truth_sigma_m,
+        missing_marker=request.missing_marker,
+        approval="pending" if request.pending else "approved",
+    )
+    options.check()
+    services = open_services(settings)
+    try:
+        r = store_rss(
+            services.db,
+            services.store,
+            services.settings.raw_iq_bucket,
+            request.csv_path,
+            options,
+            receivers,
+            labels,
+            max_bytes=services.settings.max_import_bytes,
+        )
+    finally:
+        services.close()
+    return RssImportOutcome(
+        csv_path=request.csv_path,
+        dataset=dataset,
+        layout=r.layout,
+        sessions=r.sessions,
+        written=r.written,
+        already_present=r.already_present,
+        skipped=dict(r.skipped),
+        dropped_readings=dict(r.dropped_readings),
+        measurements=r.measurements,
+        receivers=list(r.receivers),
+        receivers_registered=list(r.receivers_registered),
+        moving_readings=r.moving_readings,
+        not_received_fraction=r.not_received_fraction,
         seconds=r.seconds,
         database=services.db.safe_url,
     )

@@ -1,4 +1,4 @@
-"""Seeded, physically grounded RF simulator (DESIGN §5): pure computation, no storage.
+"""Seeded, physically grounded RF simulator (docs/SIMULATOR.md): pure computation, no storage.
 
 `load_scenario` → `build_world` (fixed by the scenario) → `simulate_sessions(scenario, n, seed)`
 yields `SimulatedSession`s with per-receiver IQ and measurement values; `MeasurementModel` and

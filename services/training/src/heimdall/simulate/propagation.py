@@ -1,4 +1,4 @@
-"""Large-scale propagation and the simulator's exact measurement model (DESIGN §5, §8).
+"""Large-scale propagation and the simulator's exact measurement model (docs/SIMULATOR.md, EVALUATION.md).
 
 Path loss (pinned): free space ``FSPL(d, f) = 20·log10(4π d f / c)`` up to the 1 km breakpoint, then
 ``FSPL(1 km, f) + 35·log10(d / 1 km)``; distances below 1 m are clamped to 1 m. `path_loss_db` is the

@@ -1,4 +1,4 @@
-"""Declarative simulation scenarios (DESIGN §5): the network, the bands and the propagation physics.
+"""Declarative simulation scenarios (docs/SIMULATOR.md): the network, the bands and the propagation physics.
 
 A scenario is a small YAML file validated by pydantic. It fixes the *world* (through `world_seed`:
 static shadowing fields and receiver gain offsets) as well as the distributions sessions are drawn

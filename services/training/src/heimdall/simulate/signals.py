@@ -2,7 +2,7 @@
 
 FM has a constant envelope, so ``|u(t)| = 1`` sample by sample: the recorded power of a receiver is
 set by the channel alone, never by what is being said — which keeps the simulator's measurement model
-exact (DESIGN §8). Each modulating signal ``m(t)`` is normalised to peak ``|m| = 1`` so the peak
+exact (docs/EVALUATION.md). Each modulating signal ``m(t)`` is normalised to peak ``|m| = 1`` so the peak
 instantaneous deviation is exactly the scenario's ±2.5 kHz, and the phase is
 ``2π·Δf·Σm/fs`` (a discrete integrator), so the instantaneous frequency is ``Δf·m[n]`` exactly.
 

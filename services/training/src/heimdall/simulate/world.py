@@ -1,4 +1,4 @@
-"""The simulated world: everything fixed by the scenario alone (DESIGN §5), never by a run's seed.
+"""The simulated world: everything fixed by the scenario alone (docs/SIMULATOR.md), never by a run's seed.
 
 * Local frame: ENU tangent plane at the receiver centroid (`LocalFrame.centred_on`).
 * Area: the ENU bounding box of the receivers grown by `area_margin_m`; transmitters live there.

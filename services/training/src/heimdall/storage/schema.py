@@ -1,4 +1,4 @@
-"""SQLAlchemy tables mirroring the acquisition service (DESIGN §4), identical on SQLite and PostgreSQL."""
+"""SQLAlchemy tables mirroring the acquisition service (docs/TRAINING.md §2), SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
 

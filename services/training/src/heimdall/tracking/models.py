@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from heimdall.settings import Settings, redact_text
+from heimdall.tracking.artifacts import download_run_artifact, relocate, repository, run_repository
 from heimdall.tracking.connection import TrackingError, connect
 
 #: Written beside a downloaded registered model, as MLflow's ``models:/`` download does.
@@ -104,24 +105,30 @@ def resolve_uri(client: Any, uri: str) -> ResolvedUri:
 def download_model(model_uri: str, settings: Settings, dst: Path) -> Path:
     """Download the MLflow model ``model_uri`` into ``dst``; the local path of what was downloaded.
 
-    TrackingError when the store cannot be reached (preflight), ModelFetchError (naming the model and
-    the store, password masked) when the download fails.
+    Local artifact locations are relocated below the current data folder when it has moved
+    (:mod:`heimdall.tracking.artifacts`). TrackingError when the store cannot be reached (preflight),
+    ModelFetchError (naming the model and the store, password masked) when the download fails.
     """
     import mlflow
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
 
     target, client = connect(settings)
     try:
         where = resolve_uri(client, model_uri)
-        if not where.resolved:  # a run artifact or a storage URI: MLflow resolves it with our URIs
+        if not where.resolved and RunsArtifactRepository.is_runs_uri(where.uri):  # a plain run artifact
+            run_id, path = RunsArtifactRepository.parse_runs_uri(where.uri)
+            local = run_repository(target, client, run_id).download_artifacts(path or "", dst_path=str(dst))
+        elif not where.resolved:  # a storage URI: MLflow resolves it with our URIs
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=where.uri, dst_path=str(dst), tracking_uri=target.uri, registry_uri=target.uri
+                artifact_uri=relocate(target, client, where.uri),
+                dst_path=str(dst),
+                tracking_uri=target.uri,
+                registry_uri=target.uri,
             )
         else:  # the model's own folder, downloaded like MLflow's models:/ repository does
             into = dst / where.into if where.into else dst
             into.mkdir(parents=True, exist_ok=True)
-            repo = get_artifact_repository(where.root, tracking_uri=target.uri, registry_uri=target.uri)
-            local = repo.download_artifacts(where.path, dst_path=str(into))
+            local = repository(target, client, where.root).download_artifacts(where.path, dst_path=str(into))
     except Exception as exc:
         raise ModelFetchError(
             f"cannot fetch model {model_uri} from MLflow at {target.display}: {_first_line(exc)}"
@@ -139,18 +146,5 @@ def download_model(model_uri: str, settings: Settings, dst: Path) -> Path:
 
 def download_run_artifacts(settings: Settings, run_id: str, names: Iterable[str], dst: Path) -> list[Path]:
     """Download the artifacts ``names`` of run ``run_id`` (e.g. its split.json) into ``dst``, in order."""
-    import mlflow
-
-    target, _ = connect(settings)
-    return [
-        Path(
-            mlflow.artifacts.download_artifacts(
-                run_id=run_id,
-                artifact_path=name,
-                dst_path=str(dst),
-                tracking_uri=target.uri,
-                registry_uri=target.uri,
-            )
-        )
-        for name in names
-    ]
+    target, client = connect(settings)
+    return [download_run_artifact(target, client, run_id, name, dst) for name in names]

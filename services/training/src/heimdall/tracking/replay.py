@@ -9,6 +9,7 @@ from typing import Any
 
 from heimdall.errors import DataError, UserError
 from heimdall.settings import redact_text
+from heimdall.tracking.artifacts import download_run_artifact
 from heimdall.tracking.connection import TrackingError, TrackingTarget
 
 
@@ -34,8 +35,6 @@ def _is_missing(exc: Exception) -> bool:
 
 def fetch_run_spec(target: TrackingTarget, client: Any, run_id: str, dst: Path) -> RunSpec:
     """Download ``config.yaml`` and ``split.json`` of ``run_id`` into ``dst``."""
-    import mlflow
-
     try:
         client.get_run(run_id)
     except Exception as exc:
@@ -47,15 +46,7 @@ def fetch_run_spec(target: TrackingTarget, client: Any, run_id: str, dst: Path) 
     paths: dict[str, Path] = {}
     for name in ("config.yaml", "split.json"):
         try:
-            paths[name] = Path(
-                mlflow.artifacts.download_artifacts(
-                    run_id=run_id,
-                    artifact_path=name,
-                    dst_path=str(dst),
-                    tracking_uri=target.uri,
-                    registry_uri=target.uri,
-                )
-            )
+            paths[name] = download_run_artifact(target, client, run_id, name, dst)
         except Exception as exc:
             raise TrackingError(
                 f"MLflow run {run_id} at {target.display} has no {name} artifact "

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from heimdall.errors import HeimdallError
 from heimdall.settings import redact_text
+from heimdall.tracking.artifacts import repository, run_repository
 from heimdall.tracking.connection import TrackingError, TrackingTarget, experiment_id, fail
 
 if TYPE_CHECKING:
@@ -263,6 +264,7 @@ def log_onnx_model(
     input_example: Any = None,
     metadata: Mapping[str, str] | None = None,
     step: int = 0,
+    target: TrackingTarget | None = None,
 ) -> str:
     """Log ``model_path`` as the run's MLflow ONNX model through ``client``; returns ``models:/<id>``.
 
@@ -270,7 +272,8 @@ def log_onnx_model(
     and active run: a LoggedModel (the run's params, MLflow's context tags) linked to the run as an
     output at ``step``, the run's metrics of that step linked to it, the MLflow Model folder
     (``MLmodel``, ``model.onnx``, signature, input example, requirements) saved locally and uploaded,
-    then the model marked READY (FAILED if anything in between raises).
+    then the model marked READY (FAILED if anything in between raises). With ``target``, the upload
+    goes to the model's location relocated below the current data folder (:mod:`heimdall.tracking.artifacts`).
     """
     import mlflow.onnx
     import onnx
@@ -324,7 +327,10 @@ def log_onnx_model(
                 save_as_external_data=False,
                 pip_requirements=["onnxruntime", "onnx", "numpy"],
             )
-            client.log_model_artifacts(logged.model_id, str(local))
+            if target is None:
+                client.log_model_artifacts(logged.model_id, str(local))
+            else:
+                repository(target, client, str(logged.artifact_location)).log_artifacts(str(local))
     except BaseException as exc:
         try:
             client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
@@ -416,12 +422,13 @@ class TrackedRun:
         )
         metrics = result_metrics(report)
         self.client.log_batch(self.run_id, metrics=_metric_batch(metrics, int(report.get("epochs_run", 0))))
+        repo = run_repository(self.target, self.client, self.run_id)  # relocated if the data folder moved
         for name in RUN_ARTIFACTS:
             if (out / name).is_file():
-                self.client.log_artifact(self.run_id, str(out / name))
+                repo.log_artifact(str(out / name))
         best = out / "checkpoints" / str(report.get("best_checkpoint", "best.ckpt"))
         if best.is_file():
-            self.client.log_artifact(self.run_id, str(best), artifact_path="checkpoints")
+            repo.log_artifact(str(best), "checkpoints")
         model_path = out / "model.onnx"
         split = json.loads((out / "split.json").read_text()) if (out / "split.json").is_file() else {}
         model_uri = log_onnx_model(
@@ -432,6 +439,7 @@ class TrackedRun:
             signature=onnx_signature(model_path),
             input_example=_input_example(services, model_path, split, session_inputs),
             metadata={"heimdall_model_id": result.model_id},
+            target=self.target,
         )
         self.model_uri = model_uri
         self.logged = {"metrics": metrics, "model_uri": model_uri}

@@ -1,4 +1,4 @@
-"""Initial schema: stations, known sources, recording sessions, measurements (DESIGN §4).
+"""Initial schema: stations, known sources, recording sessions, measurements (docs/TRAINING.md §2).
 
 Revision ID: 0001
 Revises:
