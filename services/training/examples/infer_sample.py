@@ -11,9 +11,9 @@ It runs the one inference path of the ``heimdall`` package, with no database and
 the same function ``heimdall predict``, ``heimdall evaluate`` and training's ONNX parity check use (see
 docs/INFERENCE_HANDOFF.md; mlflow is only needed to fetch a ``models:/`` URI from the registry at
 ``MLFLOW_TRACKING_URI``). The default sample,
-``sample_session.npz`` beside this file, is one simulated nw-italy-v1 session of 7 receivers × 0.1 s
-(1,250 samples at 12.5 kHz), so it fits a model trained on 0.1 s recordings, e.g.
-``heimdall simulate --duration 0.1`` then ``heimdall train``.
+``sample_session.npz`` beside this file, is one simulated nw-italy-v2 session of 7 receivers × 0.5 s
+(6,250 samples at 12.5 kHz, the simulator's default), so it fits the quickstart's model; a model
+trained on shorter recordings reads the middle of each (a centred crop, reported in ``notes``).
 
 Prints JSON: position (lat/lon, WGS-84, float64), covariance (m², east/north), 1σ/2σ ellipses, and the
 error against the sample's known transmitter position.
@@ -32,6 +32,7 @@ import numpy as np
 
 from heimdall.errors import UserError
 from heimdall.geo import haversine_m
+from heimdall.inference.checks import crop_centred
 from heimdall.inference.formats import SIGMA_LEVELS, ellipse_params
 from heimdall.inference.inputs import model_inputs
 from heimdall.inference.localizer import OnnxLocalizer
@@ -57,8 +58,17 @@ def locate(model_ref: str, sample_path: Path) -> dict[str, Any]:
     loc = OnnxLocalizer(fetch_model(model_ref))  # one thread: the latency budget assumes one core
     with np.load(sample_path, allow_pickle=False) as npz:
         sample = {k: npz[k] for k in npz.files}
-    # station id → complex recording (√mW); stations the model does not know are ignored
-    recordings = dict(zip(sample["station_ids"].tolist(), sample["iq"], strict=True))
+    # station id → complex recording (√mW); stations the model does not know are ignored; a recording
+    # longer than the model reads is cropped to its middle (as `heimdall locate` does)
+    rate = float(sample.get("sample_rate_hz", 12_500.0))
+    recordings, notes = {}, []
+    for station, iq in zip(sample["station_ids"].tolist(), sample["iq"], strict=True):
+        kept, note = crop_centred(iq, loc.n_samples, rate)
+        if kept is None:
+            raise UserError(f"station {station}: {note}")
+        recordings[station] = kept
+        if note and note not in notes:
+            notes.append(note)
     inputs = model_inputs(loc.input_spec(), recordings, session_id=str(sample["session_id"]))
     # the covariance comes out calibrated (the validation-fitted scale is part of the model)
     position, covariance = loc.predict(inputs.inputs, inputs.receiver_mask)
@@ -77,6 +87,7 @@ def locate(model_ref: str, sample_path: Path) -> dict[str, Any]:
         "covariance_enu_m2": c.tolist(),
         "ellipses": {name: ellipse_params(c, n) for name, n in SIGMA_LEVELS.items()},
         "receivers_used": inputs.used_stations,
+        "notes": notes,
     }
     if "truth_latitude" in sample:
         tlat, tlon = float(sample["truth_latitude"]), float(sample["truth_longitude"])

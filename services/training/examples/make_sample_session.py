@@ -1,4 +1,4 @@
-"""Regenerate ``sample_session.npz``: one simulated session of scenario nw-italy-v1 (7 receivers, 0.1 s).
+"""Regenerate ``sample_session.npz``: one simulated session of scenario nw-italy-v2 (7 receivers, 0.5 s).
 
     python services/training/examples/make_sample_session.py [--seed 2024] [--out sample_session.npz]
 
@@ -22,8 +22,8 @@ from heimdall.stations import NW_ITALY_STATIONS
 HERE = Path(__file__).resolve().parent
 
 
-def make_sample(seed: int = 2024, index: int = 0, duration_s: float = 0.1) -> dict[str, np.ndarray]:
-    scenario = load_scenario("nw-italy-v1")
+def make_sample(seed: int = 2024, index: int = 0, duration_s: float = 0.5) -> dict[str, np.ndarray]:
+    scenario = load_scenario("nw-italy-v2")
     sim = next(iter(simulate_sessions(scenario, 1, seed, duration_s, start=index)))
     names = {s.id: s.name for s in NW_ITALY_STATIONS}
     receivers = sorted(sim.receivers, key=lambda r: r.station_id)
@@ -45,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=2024)
     parser.add_argument("--index", type=int, default=0)
-    parser.add_argument("--duration", type=float, default=0.1)
+    parser.add_argument("--duration", type=float, default=0.5)
     parser.add_argument("--out", type=Path, default=HERE / "sample_session.npz")
     args = parser.parse_args()
     sample = make_sample(args.seed, args.index, args.duration)

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATA_DIR = Path("heimdall-data")
@@ -37,6 +37,16 @@ class Settings(BaseSettings):
     mlflow_s3_endpoint_url: str | None = Field(default=None, validation_alias="MLFLOW_S3_ENDPOINT_URL")
     connect_timeout_s: float = Field(default=3.0, gt=0)
     max_import_bytes: int = Field(default=2 * 1024**3, gt=0)  # per imported file, checked before reading
+    # the training job service (heimdall serve / heimdall worker): the bearer token of /api/v1 (never
+    # logged or returned), Celery's broker and result backend, the queue, and the lease after which a
+    # running job whose worker stopped heartbeating is marked failed
+    api_token: SecretStr | None = Field(default=None)
+    broker_url: str = Field(default="amqp://guest:guest@127.0.0.1:5672//")
+    result_backend: str = Field(default="redis://127.0.0.1:6379/0")
+    local_only: bool = Field(default=False)
+    job_queue: str = Field(default="heimdall-training", min_length=1, max_length=200)
+    job_lease_s: float = Field(default=60.0, gt=0)
+    job_heartbeat_s: float = Field(default=2.0, gt=0)
 
     @field_validator("raw_iq_bucket", "models_bucket")
     @classmethod

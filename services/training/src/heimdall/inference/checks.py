@@ -174,7 +174,8 @@ def _resample(iq: np.ndarray, rate: float, target: float) -> tuple[np.ndarray | 
     return out.astype(np.complex64), f"resampled {rate:g} → {target:g} Hz (×{up}/{down}, resample_poly)"
 
 
-def _crop(iq: np.ndarray, n: int | None, rate: float) -> tuple[np.ndarray | None, str]:
+def crop_centred(iq: np.ndarray, n: int | None, rate: float) -> tuple[np.ndarray | None, str]:
+    """The middle `n` samples of a longer recording (None and the reason for a shorter one) and a note."""
     if n is None or iq.size == n:
         return iq, ""
     if iq.size < n:
@@ -216,7 +217,7 @@ def _check_one(
         chk.status, chk.reason = "refused", note
         return None
     chk.notes += [note] if note else []
-    iq, note = _crop(iq, loc.n_samples, cfg.sample_rate)
+    iq, note = crop_centred(iq, loc.n_samples, cfg.sample_rate)
     if iq is None:
         chk.status, chk.reason = "refused", note
         return None

@@ -120,3 +120,40 @@ class SimulationTruth(Base):
     speed_mps: Mapped[float | None] = mapped_column(Float)
     doppler_hz: Mapped[float] = mapped_column(Float, nullable=False)
     rician_k_db: Mapped[str] = mapped_column(Text, nullable=False)  # JSON: station id → K (dB)
+
+
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+class TrainingJob(Base):
+    """One training submitted to the job service: request, state, progress, outcome (migration 0003)."""
+
+    __tablename__ = "training_jobs"
+    __table_args__ = (
+        CheckConstraint(
+            "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="ck_training_jobs_state"
+        ),
+        Index("ix_training_jobs_state", "state"),
+        Index("ix_training_jobs_created", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), nullable=False)
+    request: Mapped[str] = mapped_column(Text, nullable=False)  # JSON of the submitted configuration
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    worker: Mapped[str | None] = mapped_column(String(256))
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    epoch: Mapped[int | None] = mapped_column(Integer)
+    max_epochs: Mapped[int | None] = mapped_column(Integer)
+    step: Mapped[int | None] = mapped_column(Integer)
+    train_loss: Mapped[float | None] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(Float)
+    eta_s: Mapped[float | None] = mapped_column(Float)
+    model_id: Mapped[str | None] = mapped_column(String(64))
+    model_version: Mapped[str | None] = mapped_column(String(32))
+    mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
