@@ -23,7 +23,14 @@ from heimdall.atomic import atomic_write_bytes
 __all__ = ["OracleCache", "oracle_code_digest"]
 
 log = logging.getLogger("heimdall.evaluate")
-_ORACLE_MODULES = ("oracle", "oracle_faded", "fading_residual", "detection_blur", "oracle_localizer")
+_ORACLE_MODULES = (
+    "oracle",
+    "oracle_grid",
+    "oracle_faded",
+    "fading_residual",
+    "detection_blur",
+    "oracle_localizer",
+)
 _ENTRY_BYTES = 6 * 8  # mean (2) + covariance (4), float64
 
 

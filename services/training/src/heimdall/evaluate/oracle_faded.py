@@ -41,7 +41,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from heimdall.evaluate.detection_blur import DetectionBlur
 from heimdall.evaluate.fading_residual import TABLE_STEP_DB, ResidualTables, fading_draws, residual_tables
-from heimdall.evaluate.oracle import (
+from heimdall.evaluate.oracle_grid import (
     CORE_NATS,
     MAX_CELL_M,
     N_TOP_SEED,
