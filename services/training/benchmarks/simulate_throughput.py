@@ -1,7 +1,9 @@
 """Simulated sessions per second (7 receivers × 0.5 s at 12.5 kHz) written into the local store.
 
 Run: .venv/bin/python services/training/benchmarks/simulate_throughput.py [--sessions 1000] [--repeats 3]
-     [--scenario nw-italy-v1|nw-italy-v2|FILE]
+     [--scenario nw-italy-v1|nw-italy-v2|FILE] [--workers 2]
+With --workers, a last row times the whole ``heimdall simulate`` job (heimdall.jobs.simulate) with that
+many processes, process start-up and each worker's world build included.
 Each repeat simulates into a fresh SQLite database + folder (the embedded default), rows and IQ
 objects included; the world is built once beforehand (it is cached per scenario in a process).
 """
@@ -51,17 +53,34 @@ def run_once(scenario_name: str, n: int, seed: int, write: bool) -> float:
     return n / elapsed
 
 
+def run_job(scenario_name: str, n: int, seed: int, workers: int) -> float:
+    from heimdall.jobs.simulate import SimulateRequest, simulate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        simulate(
+            SimulateRequest(scenario=scenario_name, sessions=n, seed=seed, workers=workers),
+            Settings(data_dir=Path(tmp)),
+        )
+        return n / (time.perf_counter() - t0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sessions", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--scenario", default="nw-italy-v1", help="shipped scenario name or a scenario YAML path")
+    ap.add_argument("--workers", type=int, default=0, help="also time the simulate job with N processes")
     args = ap.parse_args()
     build_world(load_scenario(args.scenario))
     list(simulate_sessions(load_scenario(args.scenario), 2, 10_000))  # warm: lazy imports (features for v2)
     rows = []
     for label, write in (("simulate only", False), ("simulate + write (SQLite + folder)", True)):
         rates = [run_once(args.scenario, args.sessions, seed, write) for seed in range(args.repeats)]
+        rows.append((label, statistics.median(rates), min(rates), max(rates)))
+    if args.workers:
+        rates = [run_job(args.scenario, args.sessions, seed, args.workers) for seed in range(args.repeats)]
+        label = f"heimdall simulate --workers {args.workers} (SQLite + folder)"
         rows.append((label, statistics.median(rates), min(rates), max(rates)))
     stage = f"{args.scenario}: stage ({args.sessions} sessions × {args.repeats} runs)"
     print(f"| {stage} | median sessions/s | min | max |")

@@ -7,6 +7,7 @@ variables so the same commands run on a laptop (SQLite + a local folder) and in 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -47,6 +48,9 @@ class Settings(BaseSettings):
     job_queue: str = Field(default="heimdall-training", min_length=1, max_length=200)
     job_lease_s: float = Field(default=60.0, gt=0)
     job_heartbeat_s: float = Field(default=2.0, gt=0)
+    # the scheduling niceness of a worker's training process: training is batch work, and on cores it
+    # shares with the API the status reads must not queue behind it (0 = as the worker itself)
+    job_nice: int = Field(default=10, ge=0, le=19)
 
     @field_validator("raw_iq_bucket", "models_bucket")
     @classmethod
@@ -89,3 +93,16 @@ _URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>
 def redact_text(text: str) -> str:
     """Any `scheme://user:password@` inside free text (e.g. a library's error) with the password masked."""
     return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+
+
+#: environment variables naming a process's rank (Lightning's launcher, torchrun, the user per node)
+RANK_VARIABLES = ("RANK", "GROUP_RANK", "NODE_RANK", "LOCAL_RANK")
+
+
+def launcher_rank_environment() -> dict[str, str]:
+    """The rank variables a distributed launcher set for this process (absent ones left out).
+
+    Read here because settings is the one reader of the environment; the launcher, not the user's
+    configuration, sets these, so they are not `Settings` fields.
+    """
+    return {name: os.environ[name] for name in RANK_VARIABLES if name in os.environ}

@@ -48,7 +48,7 @@ def test_migrations_and_seeding_are_idempotent(db_url: str) -> None:
     db = open_database(db_url)
     db.dispose()
     db = open_database(db_url)
-    assert upgrade_schema(db.engine) == "0002"
+    assert upgrade_schema(db.engine) == "0003"
     with db.sessions() as s:
         assert s.execute(text("SELECT count(*) FROM websdr_stations")).scalar() == 7
     db.dispose()

@@ -85,7 +85,7 @@ def test_upgrade_from_0001_keeps_sessions_and_adds_the_tables(db_url: str) -> No
         assert conn.execute(text("SELECT acquisition_task_id FROM recording_sessions")).scalars().all() == [
             "old"
         ]
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     db.dispose()
 
 

@@ -13,6 +13,7 @@ from heimdall.cli import (  # noqa: F401  (their decorators register the command
     models_commands,
     powder_commands,
     rss_commands,
+    service_commands,
     sessions_commands,
     stations_commands,
     train_commands,

@@ -27,13 +27,22 @@ def simulate(
         show_default="sim:<scenario>",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    workers: int = typer.Option(
+        1, "--workers", help="Processes simulating batches in parallel (same sessions and bytes as 1)."
+    ),
 ) -> None:
     """Simulate sessions into the configured database and object store (atomic per batch, idempotent)."""
     from heimdall.jobs.simulate import SimulateRequest
     from heimdall.jobs.simulate import simulate as run_simulate
 
     request = SimulateRequest(
-        scenario=scenario, sessions=sessions, seed=seed, duration=duration, start=start, dataset=dataset
+        scenario=scenario,
+        sessions=sessions,
+        seed=seed,
+        duration=duration,
+        start=start,
+        dataset=dataset,
+        workers=workers,
     )
     with Progress(
         TextColumn("[bold]simulate[/] {task.description}"),

@@ -11,17 +11,19 @@ before anything is simulated), and every session is written with its simulation 
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from heimdall.errors import UserError
 from heimdall.ingest.simulated import session_record
-from heimdall.services import open_services
+from heimdall.services import Services, open_services
 from heimdall.settings import Settings
-from heimdall.simulate.scenario import load_scenario
+from heimdall.simulate.scenario import Scenario, load_scenario
 from heimdall.simulate.session import session_id_for, simulate_sessions
 from heimdall.storage.queries import existing_session_ids
 from heimdall.storage.recordings import missing_objects, write_sessions
@@ -29,6 +31,7 @@ from heimdall.storage.scenarios import register_scenario, simulation_truth
 from heimdall.storage.stations import NewStation, register_stations
 
 BATCH = 64
+MAX_WORKERS = 64
 
 #: ``progress(scenario name, sessions done, sessions in all)``: once before the first batch, then per batch.
 SimulateProgress = Callable[[str, int, int], None]
@@ -43,6 +46,7 @@ class SimulateRequest(BaseModel):
     duration: float | None = None
     start: int = 0
     dataset: str | None = None
+    workers: int = 1  # processes; sessions are seeded by index, so any count writes the same bytes
 
 
 class SimulateOutcome(BaseModel):
@@ -68,6 +72,8 @@ def simulate(
     """Simulate ``request.sessions`` sessions (atomic per batch, idempotent); arguments checked first."""
     if request.sessions < 0:
         raise UserError(f"--sessions must be ≥ 0, got {request.sessions}")
+    if not 1 <= request.workers <= MAX_WORKERS:
+        raise UserError(f"--workers must be 1..{MAX_WORKERS}, got {request.workers}")
     if request.dataset is not None and not request.dataset.strip():
         raise UserError("--dataset must be a non-empty label")
     scenario = request.scenario
@@ -87,24 +93,9 @@ def simulate(
         )
         register_scenario(services.db, spec)  # refuses another content under a stored name
         say(spec.name, 0, n)
-        for first in range(start, start + n, BATCH):
-            count = min(BATCH, start + n - first)
-            ids = [session_id_for(spec, seed, k) for k in range(first, first + count)]
-            stored = existing_session_ids(services.db, ids)
-            if len(stored) == count and not missing_objects(services.db, services.store, ids):
-                # a re-run with every row and object in place: nothing to simulate
-                skipped += count
-            else:
-                batch = simulate_sessions(spec, count, seed, duration, first)
-                records = [
-                    dataclasses.replace(
-                        session_record(s, spec.name, seed, request.dataset), truth=simulation_truth(s, spec)
-                    )
-                    for s in batch
-                ]
-                w, k = write_sessions(services.db, services.store, services.settings.raw_iq_bucket, records)
-                written, skipped = written + w, skipped + k
-            done += count
+        batches = [(first, min(BATCH, start + n - first)) for first in range(start, start + n, BATCH)]
+        for w, k, count in _run_batches(spec, request, settings, services, batches):
+            written, skipped, done = written + w, skipped + k, done + count
             say(spec.name, done, n)
     finally:
         services.close()
@@ -118,3 +109,64 @@ def simulate(
         database=services.db.safe_url,
         object_store=services.store.url,
     )
+
+
+def _write_batch(
+    spec: Scenario, request: SimulateRequest, services: Services, first: int, count: int
+) -> tuple[int, int]:
+    """Simulate and write sessions ``first … first+count-1`` atomically; skip them if already complete."""
+    seed = request.seed
+    ids = [session_id_for(spec, seed, k) for k in range(first, first + count)]
+    stored = existing_session_ids(services.db, ids)
+    if len(stored) == count and not missing_objects(services.db, services.store, ids):
+        return 0, count  # a re-run with every row and object in place: nothing to simulate
+    records = [
+        dataclasses.replace(
+            session_record(s, spec.name, seed, request.dataset), truth=simulation_truth(s, spec)
+        )
+        for s in simulate_sessions(spec, count, seed, request.duration, first)
+    ]
+    return write_sessions(services.db, services.store, services.settings.raw_iq_bucket, records)
+
+
+def _run_batches(
+    spec: Scenario,
+    request: SimulateRequest,
+    settings: Settings,
+    services: Services,
+    batches: list[tuple[int, int]],
+) -> Iterator[tuple[int, int, int]]:
+    """(written, skipped, sessions) per batch: in this process, or spread over ``request.workers``
+    processes (each with its own connections; batches are independent, so order does not matter)."""
+    if request.workers == 1 or len(batches) <= 1:
+        for first, count in batches:
+            yield (*_write_batch(spec, request, services, first, count), count)
+        return
+    ctx = multiprocessing.get_context("spawn")  # no inherited connections, threads or locks
+    with ProcessPoolExecutor(
+        max_workers=min(request.workers, len(batches)),
+        mp_context=ctx,
+        initializer=_worker_open,
+        initargs=(settings, spec, request),
+    ) as pool:
+        futures = {pool.submit(_worker_batch, first, count): count for first, count in batches}
+        try:
+            for future in as_completed(futures):
+                yield (*future.result(), futures[future])
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+_WORKER: dict[str, object] = {}
+
+
+def _worker_open(settings: Settings, spec: Scenario, request: SimulateRequest) -> None:
+    """A worker process's own services, opened once (closed when the process ends)."""
+    _WORKER.update(services=open_services(settings), spec=spec, request=request)
+
+
+def _worker_batch(first: int, count: int) -> tuple[int, int]:
+    services, spec, request = _WORKER["services"], _WORKER["spec"], _WORKER["request"]
+    return _write_batch(spec, request, services, first, count)  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -303,10 +304,9 @@ def _claim_and_write(
                 claimed.update(conn.execute(stmt.values(session_rows[k : k + 500])).scalars())
             _check_task_ids(conn, [r for r in todo if r.id not in claimed], [r.id for r in todo])
             mine = [r for r in todo if r.id in claimed]
-            for r in mine:
-                for key, data in encoded[r.id].items():
-                    store.put_bytes(bucket, key, data)
-                    written.append(key)
+            puts = [(key, data) for r in mine for key, data in encoded[r.id].items()]
+            written.extend(key for key, _ in puts)  # claimed keys: deleting one never written is harmless
+            _put_concurrently(store, bucket, puts)
             measurements = [row for r in mine for row in _rows(r, bucket, new_source=False)[Measurement]]
             if measurements:
                 conn.execute(insert(Measurement), measurements)
@@ -333,6 +333,26 @@ def _claim_and_write(
                 raise RecordingUnavailableError(redact_text(what)) from exc  # the servers, not the data
             raise RecordingWriteError(redact_text(what)) from exc
     return claimed
+
+
+#: object puts in flight per batch (network round trips to S3 overlap; a folder store is not slowed)
+PUT_THREADS = 8
+
+
+def _put_concurrently(store: ObjectStore, bucket: str, puts: Sequence[tuple[str, bytes]]) -> None:
+    """Put every object, up to :data:`PUT_THREADS` at a time; returns once none is in flight (also on
+    failure, so that the caller's clean-up cannot race a put still running), raising the first error."""
+    if len(puts) <= 1:
+        for key, data in puts:
+            store.put_bytes(bucket, key, data)
+        return
+    with ThreadPoolExecutor(
+        max_workers=min(PUT_THREADS, len(puts)), thread_name_prefix="heimdall-put"
+    ) as pool:
+        futures = [pool.submit(store.put_bytes, bucket, key, data) for key, data in puts]
+        wait(futures)
+    for f in futures:
+        f.result()
 
 
 def _first_line(exc: BaseException) -> str:

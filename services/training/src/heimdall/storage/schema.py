@@ -131,7 +131,8 @@ class TrainingJob(Base):
     __tablename__ = "training_jobs"
     __table_args__ = (
         CheckConstraint(
-            "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="ck_training_jobs_state"
+            "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
+            name="ck_training_jobs_state",
         ),
         Index("ix_training_jobs_state", "state"),
         Index("ix_training_jobs_created", "created_at"),

@@ -102,9 +102,7 @@ def heartbeat(
     return owned, bool(cancel)
 
 
-def finish(
-    db: Database, job_id: str, worker: str, state: str, now: datetime, **values: Any
-) -> bool:
+def finish(db: Database, job_id: str, worker: str, state: str, now: datetime, **values: Any) -> bool:
     """running → ``state`` (terminal), only by the worker that holds it."""
     if state not in TERMINAL:
         raise ValueError(f"{state!r} is not a terminal state")
@@ -142,3 +140,13 @@ def expire_leases(db: Database, now: datetime, lease_s: float) -> int:
             execution_options={"synchronize_session": False},
         )
         return int(result.rowcount or 0)
+
+
+def fail_queued(db: Database, job_id: str, now: datetime, error: str) -> bool:
+    """queued → failed without a worker (its message could not be sent to the broker)."""
+    return _update(
+        db,
+        job_id,
+        [TrainingJob.state == "queued"],
+        {"state": "failed", "finished_at": _when(db, now), "error": error},
+    )

@@ -510,7 +510,16 @@ def start_run(
 
     The run ends FINISHED when the block completes, FAILED when it raises (KILLED on Ctrl-C). It is
     never made MLflow's (thread-local, process-URI) active run: every call names the run and client.
+
+    In a distributed run only rank 0 records: any other rank (``heimdall.training.distributed``) gets a
+    detached :class:`TrackedRun` with an empty ``run_id`` that no call reaches MLflow through; it
+    trains and exits after ``fit`` (its epoch callback logs nothing off rank 0 either).
     """
+    from heimdall.training.distributed import is_rank_zero
+
+    if not is_rank_zero():
+        yield TrackedRun(target, client, run_id="", experiment_id="")
+        return
     out = Path(config.output_dir)
     previous = _previous_run(client, read_run_marker(out))
     exp_id = experiment_id(client, target)

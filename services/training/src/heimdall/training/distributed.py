@@ -20,6 +20,8 @@ process from its environment, before Lightning is set up, whether it is rank 0.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -29,11 +31,8 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from heimdall.data.arrays import SessionArrays
 from heimdall.data.dataset import HeimdallDataModule
-from heimdall.data.splits import ids_digest
 from heimdall.errors import DataError
-
-#: environment variables naming a process's rank (Lightning's launcher, torchrun, the user per node)
-RANK_VARIABLES = ("RANK", "GROUP_RANK", "NODE_RANK", "LOCAL_RANK")
+from heimdall.settings import RANK_VARIABLES, launcher_rank_environment
 
 
 class SplitMismatchError(DataError):
@@ -46,7 +45,7 @@ def is_rank_zero(environ: Mapping[str, str] | None = None) -> bool:
     Rank 0 is the process on node 0 with local rank 0; every other rank trains only (it exits after
     ``fit``) and never creates MLflow runs or writes files.
     """
-    env = os.environ if environ is None else environ
+    env = launcher_rank_environment() if environ is None else environ
     return all(env.get(name, "0").strip() in ("", "0") for name in RANK_VARIABLES)
 
 
@@ -129,7 +128,7 @@ class ShardedDataModule(HeimdallDataModule):
 
     def __init__(self, arrays: SessionArrays, batch_size: int, seed: int, num_workers: int = 0) -> None:
         super().__init__(arrays, batch_size=batch_size, seed=seed, num_workers=num_workers)
-        self.split_digest = split_digest(arrays)
+        self.split_digest = split_digest(arrays, self.stats.to_dict())
 
     def _world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -153,11 +152,19 @@ class ShardedDataModule(HeimdallDataModule):
         )
 
 
-def split_digest(arrays: SessionArrays) -> str:
-    """One string naming the sessions of each split, in order (equal on every rank iff same split)."""
-    return ";".join(
-        f"{s}:{ids_digest([arrays.session_ids[i] for i in arrays.indices(s)])}" for s in ("train", "val", "test")
-    )
+def split_digest(arrays: SessionArrays, stats: Mapping[str, Any]) -> str:
+    """A hash of each split's session ids in order and of the training normalisation statistics.
+
+    Equal on two ranks iff they hold the same sessions in the same order (the shuffle indexes them)
+    with the same features (the statistics are computed from them).
+    """
+    h = hashlib.sha256()
+    for split in ("train", "val", "test"):
+        h.update(f"{split}:".encode())
+        for i in arrays.indices(split):
+            h.update(f"{arrays.session_ids[i]}\n".encode())
+    h.update(json.dumps(stats, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
 
 
 def check_same_split(digest: str, rank: int, world: int) -> None:
@@ -172,3 +179,10 @@ def check_same_split(digest: str, rank: int, world: int) -> None:
             f"rank(s) {bad} read a different train/val/test split than rank 0 (rank {rank} of {world}): "
             "every node must reach the same database and object store, with the same data"
         )
+
+
+def end_non_zero_rank(trainer: Any) -> None:
+    """After ``fit``, a non-zero rank's work is done: it exits 0 here, before evaluation, export,
+    report and MLflow logging, which rank 0 does alone on the whole test split."""
+    if not trainer.is_global_zero:
+        raise SystemExit(0)

@@ -9,7 +9,8 @@ from torch import Tensor, nn
 
 from heimdall.loss import gaussian_nll_2d
 
-Batch = tuple[Tensor, Tensor, Tensor, Tensor, Tensor]
+#: spectrogram, scalars, mask, target, sigma[, loss weight of a DDP rank's share]
+Batch = tuple[Tensor, ...]
 
 
 class LocalizationModule(pl.LightningModule):
@@ -29,8 +30,12 @@ class LocalizationModule(pl.LightningModule):
         return self.net(spectrogram, scalars, mask)
 
     def model_step(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """Loss and per-session error (m) of one batch; shared by train, validation and test."""
-        spec, scal, mask, target, sigma = batch
+        """Loss and per-session error (m) of one batch; shared by train, validation and test.
+
+        A sixth element (a DDP rank's share of a global batch, heimdall.training.distributed) is its
+        loss weight and is applied by :meth:`training_step`, not here.
+        """
+        spec, scal, mask, target, sigma = batch[:5]
         position, scale_tril = self.net(spec, scal, mask)
         nll = gaussian_nll_2d(position, scale_tril, target, sigma)
         error = torch.linalg.vector_norm(position.detach() - target, dim=-1)
@@ -38,20 +43,30 @@ class LocalizationModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         loss, _ = self.model_step(batch)
+        # epoch means are averaged over DDP ranks (a no-op in one process)
         self.log(
-            "train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch[0].shape[0]
+            "train_loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch[0].shape[0],
+            sync_dist=True,
         )
-        return loss
+        # a rank's share of a global batch: weight = world_size · share / batch, so that DDP's gradient
+        # average equals the gradient of the global batch's mean loss
+        return loss * batch[5] if len(batch) > 5 else loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         loss, error = self.model_step(batch)
-        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=batch[0].shape[0])
+        # every DDP rank validates on the whole split (not sharded): the same value on every rank
+        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=batch[0].shape[0], sync_dist=True)
         self._val_errors.append(error)
 
     def on_validation_epoch_end(self) -> None:
         if self._val_errors:
             median = torch.cat(self._val_errors).median()
-            self.log("val_median_error_m", median, prog_bar=True)
+            self.log("val_median_error_m", median, prog_bar=True, sync_dist=True)
             self._val_errors.clear()
 
     def on_train_epoch_end(self) -> None:

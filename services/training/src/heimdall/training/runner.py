@@ -26,13 +26,19 @@ from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from heimdall.atomic import atomic_write_text, check_output_dir
 from heimdall.data.arrays import DatasetError, SessionArrays, load_session_arrays
-from heimdall.data.dataset import HeimdallDataModule
 from heimdall.data.splits import apply_split_override
 from heimdall.errors import UserError
 from heimdall.evaluate.plots import plot_loss_curves
 from heimdall.model import LocalizationNet
 from heimdall.services import Services
 from heimdall.training.config import ATTENTION_HEADS, ConfigError, TrainConfig
+from heimdall.training.distributed import (
+    ShardedDataModule,
+    end_non_zero_rank,
+    is_rank_zero,
+    processes_per_node,
+    threads_per_process,
+)
 from heimdall.training.module import LocalizationModule
 from heimdall.training.report import TrainReport
 from heimdall.training.shipping import finish_run
@@ -179,6 +185,9 @@ def _trainer(
         RunHistory(),
         *extra,
     ]
+    from heimdall.training.cancel import ambient_callbacks  # a job service's cancel/progress hook
+
+    callbacks.extend(ambient_callbacks())
     bar = progress and sys.stderr.isatty()
     if bar:
         callbacks.append(TQDMProgressBar(refresh_rate=10))
@@ -200,6 +209,7 @@ def _trainer(
         default_root_dir=str(ckpt_dir.parent),
         num_sanity_val_steps=0,
         plugins=[AtomicCheckpointIO()],
+        use_distributed_sampler=False,  # ShardedDataModule shares out the global batches itself
     )
     return trainer, best
 
@@ -288,6 +298,9 @@ def run_training(
     resume_state = check_checkpoint(resume_ckpt) if resume_ckpt is not None else None
     pl.seed_everything(config.seed, workers=True)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    ranks_here = processes_per_node(config.accelerator, config.devices, config.strategy)
+    if ranks_here > 1:  # the ranks of this node share its cores
+        torch.set_num_threads(threads_per_process(ranks_here))
     feature_config = config.features.to_feature_config()
     t_load = time.perf_counter()
     arrays = load_session_arrays(
@@ -314,7 +327,7 @@ def run_training(
         log.warning(
             "batch size %d > %d training sessions: using %d", config.batch_size, counts["train"], batch_size
         )
-    dm = HeimdallDataModule(arrays, batch_size=batch_size, seed=config.seed, num_workers=config.num_workers)
+    dm = ShardedDataModule(arrays, batch_size=batch_size, seed=config.seed, num_workers=config.num_workers)
     net = build_net(config, arrays)
     module = LocalizationModule(net, config.learning_rate, config.weight_decay, config.epochs)
     ckpt_dir = out / "checkpoints"
@@ -336,10 +349,12 @@ def run_training(
         out.mkdir(parents=True, exist_ok=True)  # only now: a run refused above leaves no empty folder
     except OSError as exc:
         raise UserError(f"cannot create output_dir {out}: {exc.strerror or exc}") from None
-    say(split_line(counts, arrays.skipped))
+    if is_rank_zero():
+        say(split_line(counts, arrays.skipped))
     t_fit = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resumed else None)
     fit_s = time.perf_counter() - t_fit
+    end_non_zero_rank(trainer)  # other DDP ranks stop here: rank 0 alone evaluates, exports and reports
     early = next(cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping))
     resumed_from = history_cb.resumed_from_epoch if resumed else None
     epochs_now = len(module.history) - (resumed_from or 0)
@@ -353,7 +368,8 @@ def run_training(
             "n_val": counts["val"],
             "n_test": counts["test"],
             "skipped_sessions": arrays.skipped,
-            "effective_batch_size": batch_size,
+            # one optimiser step sees batch_size sessions on each of the run's processes
+            "effective_batch_size": batch_size * trainer.num_devices * trainer.num_nodes,
             "epochs_run": len(module.history),
             "best_epoch": best_epoch(module.history),
             "stopped_early": bool(early.stopped_epoch),

@@ -44,7 +44,8 @@ def upgrade() -> None:
         sa.Column("mlflow_run_id", sa.String(64)),
         sa.Column("error", sa.Text),
         sa.CheckConstraint(
-            "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="ck_training_jobs_state"
+            "state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
+            name="ck_training_jobs_state",
         ),
     )
     op.create_index("ix_training_jobs_state", "training_jobs", ["state"])
