@@ -14,7 +14,7 @@ import pytest
 from scipy import integrate, stats
 from scipy.special import log_ndtr
 
-from heimdall.evaluate import oracle
+from heimdall.evaluate import oracle, oracle_grid
 from heimdall.evaluate.classical import KNNFingerprint, LogDistanceNLS, PowerObservations, WeightedCentroid
 from heimdall.evaluate.intervals import paired_bootstrap
 from heimdall.evaluate.oracle import GridPosterior, bayes_oracle, bayes_posterior
@@ -191,7 +191,7 @@ def test_refinement_matches_an_exhaustive_fine_grid(
     args = (model, b.band[sel], b.signal_strength_db[sel], b.snr_db[sel])
     mean, cov = bayes_oracle(*args)
     monkeypatch.setattr(oracle, "SCREEN_NATS", math.inf)
-    monkeypatch.setattr(oracle, "REFINE_NATS", math.inf)
+    monkeypatch.setattr(oracle_grid, "REFINE_NATS", math.inf)  # where refinement is decided
     ref_mean, ref_cov = bayes_oracle(*args)
     assert np.linalg.norm(mean - ref_mean, axis=1).max() < 200.0
     np.testing.assert_allclose(

@@ -59,20 +59,17 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.special import log_ndtr
 
 from heimdall.evaluate.oracle_grid import (
-    CORE_NATS,
     MAX_CELL_M,
     N_TOP_SEED,
-    REFINE_NATS,
     SCREEN_NATS,
     GridPosterior,
-    _dilate,
     _Grid,
     _grid,
     _lse,
-    assemble_posterior,
     check_grid,
     map_sessions,
     posterior_moments,
+    refine_posterior,
 )
 from heimdall.simulate.propagation import MeasurementModel
 
@@ -303,15 +300,7 @@ def _session_posterior(grid: _Grid, ses: _Session, p_min: float, p_max: float) -
     cand = np.flatnonzero(bound >= best - SCREEN_NATS)
     ll_c = _log_likelihood(field[cand], ses, p_min, p_max)[0]
 
-    core = np.zeros(grid.ny * grid.nx, bool)
-    core[cand[ll_c >= ll_c.max() - CORE_NATS]] = True
-    refine_mask = _dilate(core.reshape(grid.ny, grid.nx)).ravel()
-    refine_mask[cand[ll_c >= ll_c.max() - REFINE_NATS]] = True
-    refined = np.flatnonzero(refine_mask)
-    k = grid.refine**2
-    fine_idx = (refined[:, None] * k + np.arange(k)[None, :]).ravel()
-    ll_f = _log_likelihood(grid.fine_field[ses.band][fine_idx].astype(np.float64), ses, p_min, p_max)[0]
-    return assemble_posterior(grid, cand, refined, fine_idx, ll_c, ll_f)
+    return refine_posterior(grid, ses.band, cand, ll_c, lambda f: _log_likelihood(f, ses, p_min, p_max)[0])
 
 
 def bayes_posterior(

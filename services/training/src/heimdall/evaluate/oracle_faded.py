@@ -42,20 +42,18 @@ from numpy.typing import ArrayLike, NDArray
 from heimdall.evaluate.detection_blur import DetectionBlur
 from heimdall.evaluate.fading_residual import TABLE_STEP_DB, ResidualTables, fading_draws, residual_tables
 from heimdall.evaluate.oracle_grid import (
-    CORE_NATS,
     MAX_CELL_M,
     N_TOP_SEED,
     REFINE_NATS,
     SCREEN_NATS,
     GridPosterior,
-    _dilate,
     _Grid,
     _grid,
     _lse,
-    assemble_posterior,
     check_grid,
     map_sessions,
     posterior_moments,
+    refine_posterior,
 )
 from heimdall.simulate.propagation import MeasurementModel
 
@@ -233,15 +231,7 @@ def _session_posterior(grid: _Grid, ses: _Faded, power: _PowerGrid) -> GridPoste
     close = bound[cand] >= best - REFINE_NATS
     ll_c[close] = ll(field[cand[close]])
 
-    core = np.zeros(grid.ny * grid.nx, bool)
-    core[cand[ll_c >= ll_c.max() - CORE_NATS]] = True
-    refine_mask = _dilate(core.reshape(grid.ny, grid.nx)).ravel()
-    refine_mask[cand[ll_c >= ll_c.max() - REFINE_NATS]] = True
-    refined = np.flatnonzero(refine_mask)
-    k = grid.refine**2
-    fine_idx = (refined[:, None] * k + np.arange(k)[None, :]).ravel()
-    ll_f = ll(grid.fine_field[ses.band][fine_idx].astype(np.float64))
-    return assemble_posterior(grid, cand, refined, fine_idx, ll_c, ll_f)
+    return refine_posterior(grid, ses.band, cand, ll_c, ll)
 
 
 def faded_bayes_posterior(

@@ -165,3 +165,27 @@ def posterior_moments(posts: list[GridPosterior]) -> tuple[NDArray[np.float64], 
     for i, p in enumerate(posts):
         mean[i], cov[i] = p.mean_cov()
     return mean, cov
+
+
+def refine_posterior(
+    grid: _Grid,
+    band: int,
+    cand: NDArray[np.int64],
+    ll_c: NDArray[np.float64],
+    ll: Callable[[NDArray[np.float64]], NDArray[np.float64]],
+) -> GridPosterior:
+    """Refine the candidate coarse cells that matter and assemble the posterior.
+
+    Cells within `CORE_NATS` of the best, and their neighbours, plus every cell within `REFINE_NATS`,
+    are split into `refine`² sub-cells whose log-likelihoods `ll` computes from their field values; the
+    other candidates keep their coarse value `ll_c`. Shared by the v1 and the faded likelihoods.
+    """
+    core = np.zeros(grid.ny * grid.nx, bool)
+    core[cand[ll_c >= ll_c.max() - CORE_NATS]] = True
+    refine_mask = _dilate(core.reshape(grid.ny, grid.nx)).ravel()
+    refine_mask[cand[ll_c >= ll_c.max() - REFINE_NATS]] = True
+    refined = np.flatnonzero(refine_mask)
+    k = grid.refine**2
+    fine_idx = (refined[:, None] * k + np.arange(k)[None, :]).ravel()
+    ll_f = ll(grid.fine_field[band][fine_idx].astype(np.float64))
+    return assemble_posterior(grid, cand, refined, fine_idx, ll_c, ll_f)
