@@ -15,8 +15,9 @@ docs/INFERENCE_HANDOFF.md; mlflow is only needed to fetch a ``models:/`` URI fro
 (6,250 samples at 12.5 kHz, the simulator's default), so it fits the quickstart's model; a model
 trained on shorter recordings reads the middle of each (a centred crop, reported in ``notes``).
 
-Prints JSON: position (lat/lon, WGS-84, float64), covariance (m², east/north), 1σ/2σ ellipses, and the
-error against the sample's known transmitter position.
+Prints JSON: position (lat/lon, WGS-84, float64), covariance (m², east/north), 1σ/2σ ellipses, the
+carrier frequency fed to the model (the sample's ``frequency_hz``) and the error against the sample's
+known transmitter position.
 """
 
 from __future__ import annotations
@@ -69,9 +70,13 @@ def locate(model_ref: str, sample_path: Path) -> dict[str, Any]:
         recordings[station] = kept
         if note and note not in notes:
             notes.append(note)
-    inputs = model_inputs(loc.input_spec(), recordings, session_id=str(sample["session_id"]))
+    # the session's carrier is an input (433.5 MHz loses ~9.5 dB more than 145.5 MHz); None = unknown
+    frequency = float(sample["frequency_hz"]) if "frequency_hz" in sample else None
+    inputs = model_inputs(
+        loc.input_spec(), recordings, session_id=str(sample["session_id"]), frequency_hz=frequency
+    )
     # the covariance comes out calibrated (the validation-fitted scale is part of the model)
-    position, covariance = loc.predict(inputs.inputs, inputs.receiver_mask)
+    position, covariance = loc.predict(inputs.inputs, inputs.receiver_mask, inputs.frequencies)
     p, c = position[0], covariance[0]
     lat, lon = loc.to_latlon(p)
     out: dict[str, Any] = {
@@ -86,6 +91,7 @@ def locate(model_ref: str, sample_path: Path) -> dict[str, Any]:
         },
         "covariance_enu_m2": c.tolist(),
         "ellipses": {name: ellipse_params(c, n) for name, n in SIGMA_LEVELS.items()},
+        "frequency_hz": inputs.frequency_hz,
         "receivers_used": inputs.used_stations,
         "notes": notes,
     }

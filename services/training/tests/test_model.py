@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from heimdall.loss import gaussian_nll_2d
-from heimdall.model import LocalizationNet
+from heimdall.model import LocalizationNet, band_constants
 
 R = 7
 S = 4
@@ -26,9 +26,19 @@ def _ring_positions_km(n: int = R, radius_km: float = 20.0) -> list[tuple[float,
     ]
 
 
+#: the carriers of nw-italy-v2 (433.5 MHz for 20 % of sessions, 145.5 MHz for the rest)
+BANDS_HZ = (433.5e6, 145.5e6)
+BAND = band_constants(list(BANDS_HZ) * 5 + [BANDS_HZ[1]] * 15)
+
+
 def _make_model(**kwargs: object) -> LocalizationNet:
     torch.manual_seed(0)
-    return LocalizationNet(R, _ring_positions_km(), S, n_bands=C, **kwargs).eval()  # type: ignore[arg-type]
+    return LocalizationNet(R, _ring_positions_km(), S, n_bands=C, **BAND, **kwargs).eval()  # type: ignore[arg-type]
+
+
+def _carriers(batch: int) -> torch.Tensor:
+    """(batch,) carriers alternating between the two bands."""
+    return torch.tensor([BANDS_HZ[i % 2] for i in range(batch)], dtype=torch.float32)
 
 
 def _inputs(
@@ -48,7 +58,7 @@ def test_output_shapes_and_cholesky_structure(pooling: str, covariance: str) -> 
     model = _make_model(pooling=pooling, covariance=covariance)
     spec, scalars, mask = _inputs(5)
     with torch.no_grad():
-        position, tril = model(spec, scalars, mask)
+        position, tril = model(spec, scalars, mask, _carriers(len(mask)))
     assert position.shape == (5, 2) and tril.shape == (5, 2, 2)
     assert position.dtype == torch.float32 and tril.dtype == torch.float32
     assert torch.all(tril[:, 0, 1] == 0)
@@ -81,8 +91,8 @@ def test_masked_receivers_have_no_influence(
     b, r = missing.nonzero()[0].tolist()
     spec2[b, r] = float("inf")
     with torch.no_grad():
-        out1 = model(spec, scalars, mask.to(mask_dtype))
-        out2 = model(spec2, scalars2, mask.to(mask_dtype))
+        out1 = model(spec, scalars, mask.to(mask_dtype), _carriers(6))
+        out2 = model(spec2, scalars2, mask.to(mask_dtype), _carriers(6))
     for a, b in zip(out1, out2, strict=True):
         assert torch.isfinite(b).all()
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
@@ -95,7 +105,7 @@ def test_every_receiver_subset_works_and_all_missing_is_finite() -> None:
     spec, scalars, _ = _inputs(len(subsets), seed=2)
     spec.requires_grad_(True)
     model.train()
-    position, tril = model(spec, scalars, mask)
+    position, tril = model(spec, scalars, mask, _carriers(len(mask)))
     assert torch.isfinite(position).all() and torch.isfinite(tril).all()
     target = torch.randn(len(subsets), 2) * 10_000
     gaussian_nll_2d(position, tril, target).mean().backward()
@@ -106,11 +116,12 @@ def test_every_receiver_subset_works_and_all_missing_is_finite() -> None:
 
 
 def test_all_missing_rows_give_the_same_prior() -> None:
+    """With no receiver only the carrier is left: one prior per band."""
     model = _make_model()
     spec, scalars, mask = _inputs(3, seed=3)
     mask[:] = False
     with torch.no_grad():
-        position, tril = model(spec, scalars, mask)
+        position, tril = model(spec, scalars, mask, torch.full((3,), BANDS_HZ[1]))
     torch.testing.assert_close(position, position[:1].expand(3, 2))
     torch.testing.assert_close(tril, tril[:1].expand(3, 2, 2))
 
@@ -119,8 +130,8 @@ def test_rows_are_independent_of_the_rest_of_the_batch() -> None:
     model = _make_model()
     spec, scalars, mask = _inputs(4, seed=4)
     with torch.no_grad():
-        batched = model(spec, scalars, mask)
-        single = model(spec[2:3], scalars[2:3], mask[2:3])
+        batched = model(spec, scalars, mask, _carriers(4))
+        single = model(spec[2:3], scalars[2:3], mask[2:3], _carriers(4)[2:3])
     torch.testing.assert_close(batched[0][2:3], single[0], rtol=1e-5, atol=1e-2)
     torch.testing.assert_close(batched[1][2:3], single[1], rtol=1e-5, atol=1e-2)
 
@@ -130,7 +141,7 @@ def test_any_number_of_frames(frames: int) -> None:
     model = _make_model()
     spec, scalars, mask = _inputs(2, frames=frames)
     with torch.no_grad():
-        position, tril = model(spec, scalars, mask)
+        position, tril = model(spec, scalars, mask, _carriers(len(mask)))
     assert torch.isfinite(position).all() and torch.isfinite(tril).all()
 
 
@@ -138,8 +149,8 @@ def test_spectrogram_changes_output_when_used() -> None:
     model = _make_model()
     spec, scalars, mask = _inputs(2, seed=5)
     with torch.no_grad():
-        a = model(spec, scalars, mask)[0]
-        b = model(spec + 1.0, scalars, mask)[0]
+        a = model(spec, scalars, mask, _carriers(2))[0]
+        b = model(spec + 1.0, scalars, mask, _carriers(2))[0]
     assert not torch.allclose(a, b)
 
 
@@ -147,8 +158,8 @@ def test_power_only_ignores_spectrogram() -> None:
     model = _make_model(use_spectrogram=False)
     _, scalars, mask = _inputs(3, seed=6)
     with torch.no_grad():
-        a = model(torch.zeros(3, R, 0, 0), scalars, mask)
-        b = model(torch.randn(3, R, C, F), scalars, mask)
+        a = model(torch.zeros(3, R, 0, 0), scalars, mask, _carriers(3))
+        b = model(torch.randn(3, R, C, F), scalars, mask, _carriers(3))
     for x, y in zip(a, b, strict=True):
         assert torch.equal(x, y)
     assert not any(name.startswith("spec_encoder") for name, _ in model.named_parameters())
@@ -209,7 +220,7 @@ def test_learns_weighted_centroid_end_to_end() -> None:
     def evaluate() -> tuple[float, float]:
         model.eval()
         with torch.no_grad():
-            pos, tril = model(spec.expand(512, -1, -1, -1), test_scalars, test_mask)
+            pos, tril = model(spec.expand(512, -1, -1, -1), test_scalars, test_mask, _carriers(512))
             nll = gaussian_nll_2d(pos, tril, test_target).mean()
         model.train()
         return float(nll), float((pos - test_target).norm(dim=-1).median())
@@ -222,7 +233,7 @@ def test_learns_weighted_centroid_end_to_end() -> None:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 - step / n_steps)
     for _ in range(n_steps):
         scalars, mask, target = _weighted_centroid_batch(gen, 64, positions_km * 1000)
-        pos, tril = model(spec.expand(64, -1, -1, -1), scalars, mask)
+        pos, tril = model(spec.expand(64, -1, -1, -1), scalars, mask, _carriers(64))
         loss = gaussian_nll_2d(pos, tril, target).mean()
         opt.zero_grad()
         loss.backward()
@@ -250,12 +261,12 @@ def _export_and_compare(model: LocalizationNet, path: Path, spec: torch.Tensor, 
         spec_axes[3] = torch.export.Dim("frames", min=1, max=4096)
     torch.onnx.export(
         model,
-        (spec[:3], scalars, mask.float()),
+        (spec[:3], scalars, mask.float(), _carriers(3)),
         str(path),
         dynamo=True,
-        input_names=["spectrogram", "scalars", "mask"],
+        input_names=["spectrogram", "scalars", "mask", "frequency_hz"],
         output_names=["position_enu_m", "scale_tril"],
-        dynamic_shapes=(spec_axes, {0: batch}, {0: batch}),
+        dynamic_shapes=(spec_axes, {0: batch}, {0: batch}, {0: batch}),
     )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     input_names = {i.name for i in session.get_inputs()}
@@ -267,10 +278,17 @@ def _export_and_compare(model: LocalizationNet, path: Path, spec: torch.Tensor, 
         if not model.use_spectrogram:
             spec_b = spec[:1].expand(batch_size, -1, -1, -1).contiguous()
         mask_b[-1] = False
-        feeds = {"spectrogram": spec_b.numpy(), "scalars": scalars_b.numpy(), "mask": mask_b.float().numpy()}
+        carriers = _carriers(batch_size)
+        carriers[0] = float("nan")  # unknown: the training median, in the graph as in torch
+        feeds = {
+            "spectrogram": spec_b.numpy(),
+            "scalars": scalars_b.numpy(),
+            "mask": mask_b.float().numpy(),
+            "frequency_hz": carriers.numpy(),
+        }
         got = session.run(None, {k: v for k, v in feeds.items() if k in input_names})
         with torch.no_grad():
-            want = model(spec_b, scalars_b, mask_b.float())
+            want = model(spec_b, scalars_b, mask_b.float(), carriers)
         for g, w in zip(got, want, strict=True):
             assert g.shape == tuple(w.shape)
             assert np.isfinite(g).all()
@@ -295,3 +313,136 @@ def test_onnx_export_parity(tmp_path: Path) -> None:
 def test_onnx_export_parity_power_only_mean_pooling(tmp_path: Path) -> None:
     model = _make_model(use_spectrogram=False, pooling="mean", covariance="diagonal")
     _export_and_compare(model, tmp_path / "model.onnx", torch.zeros(3, R, 1, 1), dynamic_frames=False)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The carrier band
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_band_constants_are_fitted_on_known_carriers() -> None:
+    freqs = [433.5e6, 145.5e6, 145.5e6, float("nan"), -1.0, 145.5e6]
+    c = band_constants(freqs)
+    logs = np.log10(np.array([433.5, 145.5, 145.5, 145.5]))
+    assert c["frequency_log_mean"] == pytest.approx(logs.mean())
+    assert c["frequency_log_std"] == pytest.approx(logs.std())
+    assert c["frequency_fill_hz"] == 145.5e6  # the median known carrier
+    one_band = band_constants([433.5e6] * 4)
+    assert one_band["frequency_log_std"] == 1.0 and one_band["frequency_fill_hz"] == 433.5e6
+    none = band_constants([float("nan")] * 3)
+    assert (
+        none
+        == band_constants(None)
+        == {
+            "frequency_log_mean": 0.0,
+            "frequency_log_std": 1.0,
+            "frequency_fill_hz": 1e6,
+        }
+    )
+    assert LocalizationNet.band_constants(freqs) == c  # reachable from the class (training/runner.py)
+
+
+def test_unknown_carrier_reads_as_the_training_median() -> None:
+    model = _make_model()
+    assert float(model.frequency_fill_hz) == pytest.approx(BAND["frequency_fill_hz"])
+    spec, scalars, mask = _inputs(4, seed=12)
+    with torch.no_grad():
+        median = model(spec, scalars, mask, torch.full((4,), BAND["frequency_fill_hz"]))
+        for unknown in (float("nan"), 0.0, -433e6, float("inf")):
+            got = model(spec, scalars, mask, torch.full((4,), unknown))
+            for a, b in zip(got, median, strict=True):
+                assert torch.isfinite(a).all()
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+        other = model(spec, scalars, mask, torch.full((4,), BANDS_HZ[0]))
+    assert not torch.allclose(other[0], median[0])  # the carrier is read (an untrained net, slightly)
+
+
+def test_frequency_must_be_one_value_per_session() -> None:
+    model = _make_model()
+    spec, scalars, mask = _inputs(3, seed=13)
+    with pytest.raises(ValueError, match=r"frequency_hz must have shape \(B,\)"):
+        model(spec, scalars, mask, torch.full((3, 1), 145.5e6))
+
+
+def test_band_blind_network_ignores_the_carrier_and_keeps_its_state_dict() -> None:
+    blind = _make_model(use_frequency=False)
+    spec, scalars, mask = _inputs(3, seed=14)
+    with torch.no_grad():
+        a = blind(spec, scalars, mask, torch.full((3,), BANDS_HZ[0]))
+        b = blind(spec, scalars, mask, torch.full((3,), float("nan")))
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+    names = set(blind.state_dict())
+    assert not names & {"band_mean", "band_std", "frequency_fill_hz"}
+    seeing = _make_model()
+    assert {"band_mean", "band_std", "frequency_fill_hz"} <= set(seeing.state_dict())
+    # one more input per token and to the head: everything else has the band-blind network's shapes
+    first = "token_mlp.0.weight"
+    assert seeing.state_dict()[first].shape[1] == blind.state_dict()[first].shape[1] + 1
+    assert seeing.state_dict()["head.0.weight"].shape[1] == blind.state_dict()["head.0.weight"].shape[1] + 1
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"frequency_log_std": 0.0}, {"frequency_log_mean": float("nan")}, {"frequency_fill_hz": -1.0}],
+)
+def test_invalid_band_constants_raise(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="frequency"):
+        LocalizationNet(R, _ring_positions_km(), S, **kwargs)  # type: ignore[arg-type]
+
+
+def _band_task(
+    gen: torch.Generator, batch: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The same receivers' powers mean different places in the two bands: the target is receiver 0 at
+    433.5 MHz and receiver 3 at 145.5 MHz (standing in for a band-dependent path loss)."""
+    positions_m = torch.tensor(_ring_positions_km()) * 1000.0
+    scalars = torch.randn(batch, R, S, generator=gen)
+    mask = torch.ones(batch, R, dtype=torch.bool)
+    low = torch.rand(batch, generator=gen) < 0.5
+    carriers = torch.where(low, torch.tensor(BANDS_HZ[0]), torch.tensor(BANDS_HZ[1]))
+    target = torch.where(low[:, None], positions_m[0], positions_m[3])
+    return scalars, mask, carriers, target
+
+
+@pytest.mark.parametrize("use_frequency", [True, False])
+def test_the_band_changes_the_prediction_after_training(use_frequency: bool) -> None:
+    """After a short training where the bands differ, the same receiver inputs at the other carrier give
+    the other band's answer; a band-blind network cannot tell them apart (its two answers are equal)."""
+    torch.manual_seed(0)
+    model = LocalizationNet(
+        R,
+        _ring_positions_km(),
+        S,
+        use_spectrogram=False,
+        embed_dim=16,
+        pooling="mean",
+        position_scale_m=25_000.0,
+        use_frequency=use_frequency,
+        **BAND,
+    )
+    gen = torch.Generator().manual_seed(21)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    spec = torch.zeros(1, R, 0, 0)
+    for _ in range(150):
+        scalars, mask, carriers, target = _band_task(gen, 64)
+        pos, _ = model(spec, scalars, mask, carriers)
+        loss = ((pos - target) / 1000.0).pow(2).sum(-1).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    scalars, mask, _, _ = _band_task(gen, 128)
+    positions_m = torch.tensor(_ring_positions_km()) * 1000.0
+    with torch.no_grad():
+        low, _ = model(spec, scalars, mask, torch.full((128,), BANDS_HZ[0]))
+        high, _ = model(spec, scalars, mask, torch.full((128,), BANDS_HZ[1]))
+    moved_m = float((low - high).norm(dim=-1).median())
+    gap_m = float((positions_m[0] - positions_m[3]).norm())  # 40 km: opposite receivers of the ring
+    print(f"use_frequency={use_frequency}: the carrier moves the position by {moved_m:.0f} m of {gap_m:.0f}")
+    if use_frequency:
+        assert moved_m > 0.8 * gap_m
+        assert float((low - positions_m[0]).norm(dim=-1).median()) < 0.1 * gap_m
+        assert float((high - positions_m[3]).norm(dim=-1).median()) < 0.1 * gap_m
+    else:
+        assert moved_m == 0.0

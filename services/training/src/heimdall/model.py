@@ -12,8 +12,14 @@ Architecture (all receiver-level modules are shared across receivers):
    then a learned query attends over the tokens; ``"mean"`` — DeepSets: masked mean of tokens.
    Attention is written with plain matmul/softmax (clean ONNX export); missing receivers are
    zeroed at the input *and* receive exactly zero attention weight, so their features have no
-   influence at all (even NaN/inf). An all-missing row yields a finite, input-independent prior.
-4. **Head**: position = ``position_scale_m`` · (anchor + offset) where the anchor is a learned
+   influence at all (even NaN/inf). An all-missing row yields a finite prior that depends on
+   nothing but the carrier band.
+4. **Carrier band** (``use_frequency``): one per-session feature, ``log10(f / 1 MHz)`` standardised with
+   constants fitted on the training carriers (:func:`band_constants`), concatenated to every receiver
+   token input and to the head input, so band-dependent path loss (433.5 MHz loses ~9.5 dB more than
+   145.5 MHz over the same path, 20·log10 of their ratio) can be learned per receiver. An unknown
+   carrier (NaN, ≤ 0, inf) becomes the training set's median carrier (the buffer ``frequency_fill_hz``).
+5. **Head**: position = ``position_scale_m`` · (anchor + offset) where the anchor is a learned
    attention-weighted centroid of the present receivers' positions (the classic weighted-centroid
    estimator as inductive bias; at initialisation it is ≈ the plain centroid), and a Cholesky factor
    ``L`` with softplus diagonal (plus a 1 m floor) and free off-diagonal, all in metres.
@@ -27,13 +33,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from heimdall.loss import covariance_from_tril
 
-__all__ = ["LocalizationNet"]
+__all__ = ["LocalizationNet", "band_constants"]
 
 _POOLING_MODES = ("attention", "mean")
 _COVARIANCE_MODES = ("full", "diagonal")
@@ -134,6 +141,31 @@ class _SpectrogramEncoder(nn.Module):
         return torch.cat([h.mean(dim=-1), h.amax(dim=-1), spec.mean(dim=-1)], dim=-1)
 
 
+#: Below this spread of log10(f / 1 MHz) the training carriers are one band: the feature is not scaled up.
+_MIN_BAND_STD = 1e-3
+
+
+def band_constants(frequency_hz: Sequence[float] | np.ndarray | None) -> dict[str, float]:
+    """The band feature's constants fitted on the training sessions' carriers (Hz; NaN = unknown).
+
+    Returns the :class:`LocalizationNet` keyword arguments ``frequency_log_mean`` / ``frequency_log_std``
+    (of ``log10(f / 1 MHz)``; std 1 when every carrier is one band) and ``frequency_fill_hz``, the
+    median known carrier, which stands in for a session whose carrier is unknown. With no known carrier
+    the defaults (0, 1, 1 MHz: a constant feature 0) are returned.
+    """
+    f = np.asarray([] if frequency_hz is None else frequency_hz, dtype=np.float64).reshape(-1)
+    f = f[np.isfinite(f) & (f > 0)]
+    if f.size == 0:
+        return {"frequency_log_mean": 0.0, "frequency_log_std": 1.0, "frequency_fill_hz": 1e6}
+    logs = np.log10(f / 1e6)
+    std = float(logs.std())
+    return {
+        "frequency_log_mean": float(logs.mean()),
+        "frequency_log_std": std if std >= _MIN_BAND_STD else 1.0,
+        "frequency_fill_hz": float(np.median(f)),
+    }
+
+
 class LocalizationNet(nn.Module):
     """Predict transmitter position (metres, local ENU) and a 2x2 Cholesky factor from receivers.
 
@@ -154,7 +186,19 @@ class LocalizationNet(nn.Module):
         n_heads: attention heads (must divide ``embed_dim``).
         n_attention_layers: self-attention blocks before pooling (``pooling="attention"`` only).
         min_sigma_m: floor added to the Cholesky diagonal (metres) so Σ stays positive definite.
+        use_frequency: feed the session's carrier band to the tokens and the head (False: the
+            ``frequency_hz`` input is ignored and the state dict is that of a band-blind network).
+        frequency_log_mean, frequency_log_std: standardisation of ``log10(f / 1 MHz)``, fitted on
+            the training carriers (:func:`band_constants`); buffers.
+        frequency_fill_hz: the carrier an unknown one (NaN, ≤ 0, inf) is replaced by: the training
+            set's median (:func:`band_constants`); None = the carrier whose feature is 0.
     """
+
+    band_mean: Tensor
+    band_std: Tensor
+    frequency_fill_hz: Tensor
+    #: :func:`band_constants`, reachable from the class (its keyword arguments' fit)
+    band_constants = staticmethod(band_constants)
 
     def __init__(
         self,
@@ -174,6 +218,10 @@ class LocalizationNet(nn.Module):
         n_heads: int = 4,
         n_attention_layers: int = 1,
         min_sigma_m: float = 1.0,
+        use_frequency: bool = True,
+        frequency_log_mean: float = 0.0,
+        frequency_log_std: float = 1.0,
+        frequency_fill_hz: float | None = None,
     ) -> None:
         super().__init__()
         if pooling not in _POOLING_MODES:
@@ -182,6 +230,16 @@ class LocalizationNet(nn.Module):
             raise ValueError(f"covariance must be one of {_COVARIANCE_MODES}, got {covariance!r}")
         if n_receivers < 1 or n_scalars < 0 or position_scale_m <= 0 or min_sigma_m < 0:
             raise ValueError("need n_receivers >= 1, n_scalars >= 0, position_scale_m > 0, min_sigma_m >= 0")
+        finite = math.isfinite(frequency_log_mean) and math.isfinite(frequency_log_std)
+        if not (finite and frequency_log_std > 0):
+            raise ValueError(
+                f"need a finite frequency_log_mean and frequency_log_std > 0, got "
+                f"{frequency_log_mean!r}, {frequency_log_std!r}"
+            )
+        if frequency_fill_hz is None:
+            frequency_fill_hz = 10.0 ** (6.0 + frequency_log_mean)
+        if not (math.isfinite(frequency_fill_hz) and frequency_fill_hz > 0):
+            raise ValueError(f"frequency_fill_hz must be a finite carrier > 0 Hz, got {frequency_fill_hz!r}")
         positions = torch.as_tensor(receiver_positions_km, dtype=torch.float32)
         if positions.shape != (n_receivers, 2):
             raise ValueError(
@@ -196,14 +254,20 @@ class LocalizationNet(nn.Module):
         self.covariance_mode = covariance
         self.position_scale_m = float(position_scale_m)
         self.min_sigma_m = float(min_sigma_m)
+        self.use_frequency = bool(use_frequency)
 
         # Receiver positions in internal units (km / scale_km), O(1) for a well-chosen scale.
         self.register_buffer("receiver_positions", positions / (self.position_scale_m / 1000.0))
+        n_band = 1 if self.use_frequency else 0
+        if self.use_frequency:  # absent otherwise: a band-blind network keeps its old state dict
+            self.register_buffer("band_mean", torch.tensor(float(frequency_log_mean)))
+            self.register_buffer("band_std", torch.tensor(float(frequency_log_std)))
+            self.register_buffer("frequency_fill_hz", torch.tensor(float(frequency_fill_hz)))
 
         self.spec_encoder = _SpectrogramEncoder(n_bands, cnn_channels) if use_spectrogram else None
         spec_dim = self.spec_encoder.out_dim if self.spec_encoder is not None else 0
         self.id_embedding = nn.Embedding(n_receivers, id_embed_dim)
-        token_in = spec_dim + n_scalars + id_embed_dim + 2
+        token_in = spec_dim + n_scalars + id_embed_dim + 2 + n_band
         self.token_mlp = nn.Sequential(
             nn.Linear(token_in, 2 * embed_dim),
             nn.GELU(),
@@ -230,7 +294,7 @@ class LocalizationNet(nn.Module):
 
         n_out = 5 if covariance == "full" else 4  # 2 position offsets, 2 diagonal, [1 off-diagonal]
         self.head = nn.Sequential(
-            nn.Linear(embed_dim + 1, embed_dim),
+            nn.Linear(embed_dim + 1 + n_band, embed_dim),
             nn.GELU(),
             nn.Dropout(dropout),
             nn.Linear(embed_dim, n_out),
@@ -247,7 +311,16 @@ class LocalizationNet(nn.Module):
         """Covariance ``L Lᵀ`` (m²) of the predicted Cholesky factor."""
         return covariance_from_tril(scale_tril)
 
-    def forward(self, spectrogram: Tensor, scalars: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def band_feature(self, frequency_hz: Tensor) -> Tensor:
+        """(B,) carriers in Hz → (B, 1) standardised ``log10(f / 1 MHz)``; unknown → the training median."""
+        f = frequency_hz.to(self.band_mean.dtype)
+        known = torch.isfinite(f) & (f > 0)
+        f = torch.where(known, f, self.frequency_fill_hz.expand_as(f))
+        return ((torch.log10(f) - 6.0 - self.band_mean) / self.band_std).unsqueeze(-1)
+
+    def forward(
+        self, spectrogram: Tensor, scalars: Tensor, mask: Tensor, frequency_hz: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """Localise one batch of sessions.
 
         Args:
@@ -256,6 +329,8 @@ class LocalizationNet(nn.Module):
             scalars: (B, R, S) standardised per-receiver scalars.
             mask: (B, R) bool or float (1 = receiver present). Missing receivers' inputs may hold
                 anything, including NaN.
+            frequency_hz: (B,) float carrier of each session in Hz; NaN (or ≤ 0) = unknown, read as
+                the training median carrier. Ignored when ``use_frequency`` is False.
 
         Returns:
             ``position_enu_m`` (B, 2) in metres and ``scale_tril`` (B, 2, 2) lower-triangular
@@ -276,6 +351,13 @@ class LocalizationNet(nn.Module):
         feats.append(torch.where(keep, scal, torch.zeros_like(scal)))
         feats.append(self.id_embedding.weight.unsqueeze(0).expand(n_batch, -1, -1))
         feats.append(self.receiver_positions.unsqueeze(0).expand(n_batch, -1, -1))
+        head_extra: list[Tensor] = []
+        if self.use_frequency:
+            if frequency_hz.dim() != 1:
+                raise ValueError(f"frequency_hz must have shape (B,), got {tuple(frequency_hz.shape)}")
+            band = self.band_feature(frequency_hz)  # (B, 1)
+            feats.append(band.unsqueeze(1).expand(-1, self.n_receivers, -1))
+            head_extra.append(band)
 
         tokens = self.token_mlp(torch.cat(feats, dim=-1))
         tokens = torch.where(keep, tokens, torch.zeros_like(tokens))  # (B, R, D)
@@ -293,7 +375,7 @@ class LocalizationNet(nn.Module):
         anchor_w = _masked_softmax(self.anchor_score(tokens).squeeze(-1), present)  # (B, R)
         anchor = anchor_w @ self.receiver_positions  # (B, 2), internal units; 0 if none present
 
-        out = self.head(torch.cat([pooled, count / self.n_receivers], dim=-1))
+        out = self.head(torch.cat([pooled, count / self.n_receivers, *head_extra], dim=-1))
         scale = self.position_scale_m
         position = (anchor + out[:, 0:2]) * scale
         diag = F.softplus(out[:, 2:4]) * scale + self.min_sigma_m

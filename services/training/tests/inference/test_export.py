@@ -15,11 +15,13 @@ import onnx.helper
 import pytest
 import torch
 from exported_models import (
+    BANDS_HZ,
     CFG,
     NETWORK,
     Exported,
     R,
     T,
+    random_frequency,
     random_iq,
     random_mask,
     random_scalars,
@@ -59,7 +61,7 @@ def _ort(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
 def test_iq_graph_replicates_features_normstats_and_net(iq_model: Exported) -> None:
     """The fused graph equals the training path: features → NormStats.apply (numpy) → net → L Lᵀ."""
     rng = np.random.default_rng(3)
-    iq, mask = random_iq(6, rng), random_mask(6, rng)
+    iq, mask, freq = random_iq(6, rng), random_mask(6, rng), random_frequency(6, rng, p_unknown=0.3)
     graph = iq_model.graph
     with torch.no_grad():
         feats = TorchFeatureExtractor(CFG)(torch.from_numpy(iq.reshape(-1, 2, T)))
@@ -72,8 +74,9 @@ def test_iq_graph_replicates_features_normstats_and_net(iq_model: Exported) -> N
             graph.scalar_std.numpy(),
         )
         spec, sc = stats.apply(log_mel, scalars, mask > 0.5)
-        pos_ref, tril = graph.net(torch.from_numpy(spec), torch.from_numpy(sc), torch.from_numpy(mask))
-        pos, cov = graph(torch.from_numpy(iq), torch.from_numpy(mask))
+        f = torch.from_numpy(freq)
+        pos_ref, tril = graph.net(torch.from_numpy(spec), torch.from_numpy(sc), torch.from_numpy(mask), f)
+        pos, cov = graph(torch.from_numpy(iq), torch.from_numpy(mask), f)
     torch.testing.assert_close(pos, pos_ref, rtol=1e-5, atol=1e-2)
     torch.testing.assert_close(cov, tril @ tril.mT, rtol=1e-4, atol=1e-2)
     assert pos.dtype == cov.dtype == torch.float32
@@ -81,8 +84,8 @@ def test_iq_graph_replicates_features_normstats_and_net(iq_model: Exported) -> N
 
 def test_iq_onnx_parity_over_many_sessions(iq_model: Exported) -> None:
     rng = np.random.default_rng(4)
-    iq, mask = random_iq(64, rng), random_mask(64, rng)
-    report = onnx_parity(iq_model.path, iq_model.graph, (iq, mask), chunk_size=24)  # 3 uneven chunks
+    iq, mask, freq = random_iq(64, rng), random_mask(64, rng), random_frequency(64, rng)
+    report = onnx_parity(iq_model.path, iq_model.graph, (iq, mask, freq), chunk_size=24)  # 3 uneven chunks
     assert report["n_sessions"] == 64
     assert report["max_position_diff_m"] < 1.0, report
     assert report["max_covariance_rel_diff"] < 1e-3, report
@@ -91,12 +94,12 @@ def test_iq_onnx_parity_over_many_sessions(iq_model: Exported) -> None:
 @pytest.mark.parametrize("batch", [1, 5])
 def test_dynamic_batch_axis(iq_model: Exported, batch: int) -> None:
     rng = np.random.default_rng(10 + batch)
-    iq, mask = random_iq(batch, rng), random_mask(batch, rng)
-    position, covariance = _ort(iq_model.path, {"iq": iq, "receiver_mask": mask})
+    iq, mask, freq = random_iq(batch, rng), random_mask(batch, rng), random_frequency(batch, rng)
+    position, covariance = _ort(iq_model.path, {"iq": iq, "receiver_mask": mask, "frequency_hz": freq})
     assert position.shape == (batch, 2) and covariance.shape == (batch, 2, 2)
     assert position.dtype == covariance.dtype == np.float32
     with torch.no_grad():
-        want_pos, want_cov = iq_model.graph(torch.from_numpy(iq), torch.from_numpy(mask))
+        want_pos, want_cov = iq_model.graph(*(torch.from_numpy(a) for a in (iq, mask, freq)))
     np.testing.assert_allclose(position, want_pos.numpy(), atol=1.0)
     np.testing.assert_allclose(
         covariance, want_cov.numpy(), rtol=1e-3, atol=1e-3 * float(want_cov.abs().max())
@@ -117,8 +120,8 @@ def test_absent_receivers_iq_does_not_matter(iq_model: Exported, fill: str) -> N
     else:
         changed[:, 0] = random_iq(4, rng)[:, 0] * 100.0
     localizer = OnnxLocalizer(iq_model.path)
-    base_pos, base_cov = localizer.predict(iq, mask)
-    pos, cov = localizer.predict(changed, mask)
+    base_pos, base_cov = localizer.predict(iq, mask, BANDS_HZ[0])
+    pos, cov = localizer.predict(changed, mask, BANDS_HZ[0])
     assert np.isfinite(pos).all() and np.isfinite(cov).all()
     np.testing.assert_allclose(pos, base_pos, rtol=1e-4, atol=1e-4 * np.abs(base_pos).max())
     np.testing.assert_allclose(cov, base_cov, rtol=1e-4, atol=1e-4 * np.abs(base_cov).max())
@@ -129,14 +132,19 @@ def test_metadata_contract(iq_model: Exported) -> None:
     meta = {p.key: p.value for p in model.metadata_props}
     for key, value in iq_model.metadata.items():
         assert meta[key] == value
-    assert meta["heimdall_onnx_contract"] == "1"
+    assert meta["heimdall_onnx_contract"] == "2"
     assert meta["input_kind"] == "iq" and meta["n_receivers"] == "7" and meta["n_samples"] == str(T)
-    assert set(json.loads(meta["inputs_doc"])) == {"iq", "receiver_mask"}
+    assert float(meta["frequency_fill_hz"]) == pytest.approx(BANDS_HZ[1])  # the training median carrier
+    assert set(json.loads(meta["inputs_doc"])) == {"iq", "receiver_mask", "frequency_hz"}
+    assert "NaN = unknown" in json.loads(meta["inputs_doc"])["frequency_hz"]
     assert set(json.loads(meta["outputs_doc"])) == {"position_enu_m", "covariance_enu_m2"}
     assert "metres" in meta["outputs_doc"] and "mW" in meta["inputs_doc"]
     assert meta["feature_config_hash"] == CFG.config_hash()
     assert json.loads(meta["station_ids"]) == list(NETWORK.station_ids)
-    assert [i.name for i in model.graph.input] == ["iq", "receiver_mask"]
+    assert [i.name for i in model.graph.input] == ["iq", "receiver_mask", "frequency_hz"]
+    (carrier,) = [i for i in model.graph.input if i.name == "frequency_hz"]
+    assert carrier.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert len(carrier.type.tensor_type.shape.dim) == 1  # (B,)
     assert [o.name for o in model.graph.output] == ["position_enu_m", "covariance_enu_m2"]
     for out in model.graph.output:
         assert out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
@@ -152,6 +160,8 @@ def test_localizer_round_trips_the_frame(iq_model: Exported) -> None:
         assert localizer.frame == frame
         assert localizer.station_ids == NETWORK.station_ids and localizer.station_names == NETWORK.names
         assert localizer.input_kind == "iq" and localizer.n_samples == T and localizer.model_id == "iq-test_1"
+        assert localizer.contract == "2" and localizer.reads_frequency
+        assert localizer.frequency_fill_hz == pytest.approx(BANDS_HZ[1])
         lat, lon = localizer.to_latlon(np.zeros(2))
         assert lat == pytest.approx(frame.origin_lat, abs=1e-12)
         assert lon == pytest.approx(frame.origin_lon, abs=1e-12)
@@ -162,14 +172,14 @@ def test_localizer_round_trips_the_frame(iq_model: Exported) -> None:
 
 def test_localizer_predict_matches_graph_and_accepts_complex_iq(iq_model: Exported) -> None:
     rng = np.random.default_rng(30)
-    iq, mask = random_iq(3, rng), random_mask(3, rng)
+    iq, mask, freq = random_iq(3, rng), random_mask(3, rng), random_frequency(3, rng)
     localizer = OnnxLocalizer(iq_model.path)
-    pos, cov = localizer.predict(iq, mask > 0.5)
+    pos, cov = localizer.predict(iq, mask > 0.5, freq)
     assert pos.dtype == cov.dtype == np.float64 and pos.shape == (3, 2) and cov.shape == (3, 2, 2)
     with torch.no_grad():
-        want_pos, _ = iq_model.graph(torch.from_numpy(iq), torch.from_numpy(mask))
+        want_pos, _ = iq_model.graph(*(torch.from_numpy(a) for a in (iq, mask, freq)))
     np.testing.assert_allclose(pos, want_pos.numpy(), atol=1.0)
-    pos_c, cov_c = localizer.predict(iq[:, :, 0] + 1j * iq[:, :, 1], mask)
+    pos_c, cov_c = localizer.predict(iq[:, :, 0] + 1j * iq[:, :, 1], mask, freq)
     np.testing.assert_array_equal(pos_c, pos)
     np.testing.assert_array_equal(cov_c, cov)
     major, minor, _ = localizer.ellipse(cov)
@@ -187,7 +197,9 @@ def test_wrong_receiver_count_is_a_clear_error(iq_model: Exported) -> None:
     with pytest.raises(ValueError, match=r"does not match"):
         localizer.predict(iq[..., : T // 2], mask)
     with pytest.raises(ValueError, match=r"expects 7 receivers"):
-        iq_model.graph(torch.from_numpy(iq[:, :5]), torch.from_numpy(mask[:, :5]))
+        iq_model.graph(torch.from_numpy(iq[:, :5]), torch.from_numpy(mask[:, :5]), torch.full((2,), 145.5e6))
+    with pytest.raises(ValueError, match=r"frequency_hz must have shape \(B,\)"):
+        iq_model.graph(torch.from_numpy(iq), torch.from_numpy(mask), torch.full((2, 1), 145.5e6))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -197,22 +209,23 @@ def test_wrong_receiver_count_is_a_clear_error(iq_model: Exported) -> None:
 
 def test_power_only_graph_matches_normstats_and_exports(scalar_model: Exported) -> None:
     rng = np.random.default_rng(50)
-    scalars, mask = random_scalars(64, rng), random_mask(64, rng)
+    scalars, mask, freq = random_scalars(64, rng), random_mask(64, rng), random_frequency(64, rng)
     graph = scalar_model.graph
     stats = NormStats(np.zeros(0), np.ones(0), graph.scalar_mean.numpy(), graph.scalar_std.numpy())
     _, sc = stats.apply(np.zeros((64, R, 0, 1)), scalars, mask > 0.5)
     with torch.no_grad():
-        pos_ref, tril = graph.net(torch.zeros(1), torch.from_numpy(sc), torch.from_numpy(mask))
-        pos, cov = graph(torch.from_numpy(scalars), torch.from_numpy(mask))
+        f = torch.from_numpy(freq)
+        pos_ref, tril = graph.net(torch.zeros(1), torch.from_numpy(sc), torch.from_numpy(mask), f)
+        pos, cov = graph(torch.from_numpy(scalars), torch.from_numpy(mask), f)
     torch.testing.assert_close(pos, pos_ref)
     torch.testing.assert_close(cov, tril @ tril.mT)
 
-    report = onnx_parity(scalar_model.path, graph, (scalars, mask))
+    report = onnx_parity(scalar_model.path, graph, (scalars, mask, freq))
     assert report["max_position_diff_m"] < 1.0 and report["max_covariance_rel_diff"] < 1e-3, report
     localizer = OnnxLocalizer(scalar_model.path)
     assert localizer.input_kind == "scalars" and localizer.n_samples is None
     for batch in (1, 5):
-        p, c = localizer.predict(scalars[:batch], mask[:batch])
+        p, c = localizer.predict(scalars[:batch], mask[:batch], freq[:batch])
         assert p.shape == (batch, 2) and c.shape == (batch, 2, 2)
         assert np.isfinite(p).all() and np.isfinite(c).all()
     all_nan = np.full((2, R, 4), np.nan, np.float32)
@@ -355,15 +368,15 @@ def test_default_size_model_is_small_and_fast_enough_to_time(tmp_path: Path) -> 
     rng = np.random.default_rng(80)
     net = LocalizationNet(R, NETWORK.positions_enu_m() / 1000.0, 4).eval()
     graph = InferenceGraph(net, random_stats(CFG.n_bands, rng), CFG)
-    iq, mask = random_iq(2, rng, n_samples), random_mask(2, rng)
+    iq, mask, freq = random_iq(2, rng, n_samples), random_mask(2, rng), random_frequency(2, rng)
     path = export_onnx(
         graph,
-        (torch.from_numpy(iq), torch.from_numpy(mask)),
+        (torch.from_numpy(iq), torch.from_numpy(mask), torch.from_numpy(freq)),
         tmp_path / "model.onnx",
         model_metadata(NETWORK, CFG, "d"),
     )
     size_mb = path.stat().st_size / 1e6
-    timing = measure_latency(path, (iq[:1], mask[:1]), runs=20, warmup=3)
+    timing = measure_latency(path, (iq[:1], mask[:1], freq[:1]), runs=20, warmup=3)
     print(f"default model: {size_mb:.2f} MB, p50 {timing['p50_ms']:.2f} ms (one session, one thread)")
     assert size_mb <= 5.0
     assert set(timing) == {"p50_ms", "p90_ms", "mean_ms"}

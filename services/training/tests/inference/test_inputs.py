@@ -71,3 +71,18 @@ def test_batch_is_the_stack_of_single_sessions() -> None:
     xs, ms = batch_inputs(InputSpec(IDS, "scalars"), power=rows)
     np.testing.assert_array_equal(xs[0, 1], rows[0][5].astype(np.float32))
     np.testing.assert_array_equal(ms, [[0.0, 1.0, 0.0]])
+
+
+def test_the_sessions_carrier_travels_with_its_inputs() -> None:
+    rng = np.random.default_rng(4)
+    spec = InputSpec(IDS, "iq", n_samples=T)
+    known = model_inputs(spec, {3: _iq(rng)}, frequency_hz=np.float32(433.92e6))
+    assert known.frequency_hz == pytest.approx(433.92e6) and isinstance(known.frequency_hz, float)
+    np.testing.assert_array_equal(known.frequencies, np.array([433.92e6], np.float32))
+    for unknown in (None, float("nan"), np.float32("nan")):
+        got = model_inputs(spec, {3: _iq(rng)}, frequency_hz=unknown)
+        assert got.frequency_hz is None
+        assert got.frequencies.shape == (1,) and np.isnan(got.frequencies).all()
+    for bad in (0.0, -868.3e6, float("inf")):
+        with pytest.raises(UserError, match=r"session s4, carrier frequency .* is not a frequency > 0 Hz"):
+            model_inputs(spec, {3: _iq(rng)}, session_id="s4", frequency_hz=bad)

@@ -13,11 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from exported_models import NETWORK, Exported, T
+from exported_models import BANDS_HZ, NETWORK, Exported, T
 
 from heimdall.inference.checks import check_capture
 from heimdall.inference.localizer import OnnxLocalizer
-from heimdall.inference.recordings_in import Capture, UserRecording, group_captures
+from heimdall.inference.recordings_in import (
+    Capture,
+    RecordingInputError,
+    UserRecording,
+    group_captures,
+    read_user_recordings,
+)
 from heimdall.jobs.locate import LocateRequest, TooFewReceiversError, locate
 from heimdall.settings import Settings
 
@@ -149,6 +155,51 @@ def test_captures_are_grouped_by_time_and_session() -> None:
     ]
 
 
+def test_a_captures_carrier_is_what_its_files_state(tmp_path: Path) -> None:
+    """The median of the stated centre frequencies (receivers tuned a little apart); None when no file
+    states one; two bands in one capture are refused (two transmissions)."""
+    x = noise(KTB_DBM, T, 11)
+    (one,) = group_captures([rec(x, 3, frequency_hz=868.3e6), rec(x, 5, frequency_hz=868.301e6), rec(x, 8)])
+    assert one.frequency_hz == pytest.approx(868.3005e6)
+    (unknown,) = group_captures([rec(x, 3), rec(x, 5)])
+    assert unknown.frequency_hz is None
+    with pytest.raises(
+        RecordingInputError, match=r"disagree on the carrier frequency \(rx3.npy 4.3392e\+08 Hz"
+    ):
+        group_captures([rec(x, 3, frequency_hz=433.92e6), rec(x, 5, frequency_hz=868.3e6)])
+    np.save(tmp_path / "rx3.npy", x)
+    side = {"station_id": 3, "sample_rate_hz": 12500, "capture_start": "2025-05-01T12:00:00Z"}
+    for bad in (0, -868.3e6):
+        (tmp_path / "rx3.json").write_text(json.dumps({**side, "frequency_hz": bad}))
+        with pytest.raises(RecordingInputError, match=r"rx3.json: frequency_hz must be the carrier in Hz"):
+            read_user_recordings([tmp_path / "rx3.npy"], 1 << 30)
+    (tmp_path / "rx3.json").write_text(json.dumps({**side, "frequency_hz": 433.92e6}))
+    assert read_user_recordings([tmp_path / "rx3.npy"], 1 << 30)[0].frequency_hz == 433.92e6
+
+
+@pytest.mark.parametrize(("stated", "carrier"), [(433.92e6, 433.92e6), (0.0, None), (-1e6, None)])
+def test_a_sigmf_file_centred_on_zero_states_no_carrier(
+    tmp_path: Path, stated: float, carrier: float | None
+) -> None:
+    """SigMF's core:frequency is the model's carrier; ≤ 0 (a file centred on 0 Hz) is read as unknown."""
+    meta = {
+        "global": {
+            "core:datatype": "cf32_le",
+            "core:sample_rate": 12500.0,
+            "core:version": "1.2.0",
+            "core:geolocation": {"type": "Point", "coordinates": [10.75, 59.91]},
+        },
+        "captures": [
+            {"core:sample_start": 0, "core:frequency": stated, "core:datetime": "2025-05-01T12:00:00Z"}
+        ],
+        "annotations": [{"core:sample_start": 0, "core:sample_count": T}],
+    }
+    (tmp_path / "rx.sigmf-meta").write_text(json.dumps(meta))
+    noise(KTB_DBM, T, 12).astype("<c8").tofile(tmp_path / "rx.sigmf-data")
+    (got,) = read_user_recordings([tmp_path / "rx.sigmf-meta"], 1 << 30)
+    assert got.frequency_hz == carrier
+
+
 def test_locate_predicts_each_capture_as_onnx_does_by_hand(iq_model: Exported, tmp_path: Path) -> None:
     """Two captures of .npy + sidecar in one folder: two estimates, each the model run on a hand-built
     tensor (cropped centred, absent receivers zero and masked), and the truth of the sidecar reported."""
@@ -164,13 +215,19 @@ def test_locate_predicts_each_capture_as_onnx_does_by_hand(iq_model: Exported, t
             )
             iq = (tone + noise(KTB_DBM + 6, T + 2, 20 + k)).astype(np.complex64)
             np.save(tmp_path / f"c{capture}_{sid}.npy", iq)
-            side = {"station_id": sid, "sample_rate_hz": 12500, "capture_start": start}
-            if capture == 1:
+            side: dict[str, object] = {"station_id": sid, "sample_rate_hz": 12500, "capture_start": start}
+            if capture == 1:  # the second capture states its carrier (receivers tuned 1 kHz apart)
                 side["truth"] = {"latitude": 59.9, "longitude": 10.7}
+                side["frequency_hz"] = 433.92e6 + 1e3 * (k % 2)
             (tmp_path / f"c{capture}_{sid}.json").write_text(json.dumps(side))
             x[0, k] = np.stack([iq[1 : 1 + T].real, iq[1 : 1 + T].imag])
             mask[0, k] = 1.0
-        pos, cov = loc.session.run(None, {"iq": x, "receiver_mask": mask})
+        # the carrier the files state (the median of 433.92 and 433.921 MHz), NaN where none does
+        carrier = np.array(
+            [np.nan if capture == 0 else np.median([433.92e6 + 1e3 * (k % 2) for k in range(5)])]
+        )
+        feeds = {"iq": x, "receiver_mask": mask, "frequency_hz": carrier.astype(np.float32)}
+        pos, cov = loc.session.run(None, feeds)
         want.append((loc.to_latlon(pos[0].astype(np.float64)), cov[0]))
     before = sorted(tmp_path.iterdir())
     out = locate(
@@ -185,6 +242,9 @@ def test_locate_predicts_each_capture_as_onnx_does_by_hand(iq_model: Exported, t
         np.testing.assert_allclose(est.covariance_enu_m2, cov, rtol=1e-5)
     assert out.estimates[0].truth is None and out.estimates[1].truth is not None
     assert out.as_json()["estimates"][1]["truth"]["latitude"] == 59.9
+    carriers = [e.as_json()["carrier"] for e in out.estimates]
+    assert carriers[0]["frequency_hz"] is None and carriers[1]["frequency_hz"] == 433.92e6
+    assert carriers[0]["model_frequency_hz"] == pytest.approx(BANDS_HZ[1])  # unknown: the training median
 
 
 def test_too_few_usable_receivers(iq_model: Exported, tmp_path: Path) -> None:

@@ -66,9 +66,13 @@ def _net_and_stats() -> tuple[LocalizationNet, NormStats]:
     return net, stats
 
 
-def _example() -> tuple[torch.Tensor, torch.Tensor]:
+#: the carrier of the sessions below (the model's ``frequency_hz`` input)
+CARRIER = np.array([868.3e6], np.float32)
+
+
+def _example() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     iq = 1e-6 * np.random.default_rng(1).normal(size=(2, R, 2, T)).astype(np.float32)
-    return torch.from_numpy(iq), torch.ones(2, R)
+    return torch.from_numpy(iq), torch.ones(2, R), torch.tensor([433.92e6, 868.3e6])
 
 
 def _session(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +84,7 @@ def _session(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _bare(path: Path, iq: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pos, cov = ort_session(path).run(None, {"iq": iq, "receiver_mask": mask})
+    pos, cov = ort_session(path).run(None, {"iq": iq, "receiver_mask": mask, "frequency_hz": CARRIER})
     return pos.astype(np.float64), cov.astype(np.float64)
 
 
@@ -133,13 +137,14 @@ def test_the_scale_is_a_graph_constant_applied_once(model_file: Path, tmp_path: 
     pos, cov = _bare(model_file, iq, mask)
     with torch.no_grad():
         want_pos, want_cov = (
-            t.double().numpy() for t in unscaled(torch.from_numpy(iq), torch.from_numpy(mask))
+            t.double().numpy()
+            for t in unscaled(torch.from_numpy(iq), torch.from_numpy(mask), torch.from_numpy(CARRIER))
         )
     np.testing.assert_allclose(pos, want_pos, atol=1.0)
     np.testing.assert_allclose(cov, SCALE * want_cov, rtol=1e-3)
     loc = OnnxLocalizer(model_file)
     assert loc.covariance_scale == SCALE and loc.calibrated
-    np.testing.assert_array_equal(loc.predict(iq, mask)[1], cov)
+    np.testing.assert_array_equal(loc.predict(iq, mask, CARRIER)[1], cov)
     # an older file whose metadata records a scale its graph does not apply: OnnxLocalizer applies it
     older = InferenceGraph(net, stats, CFG, from_iq=True)
     legacy_meta = model_metadata(
@@ -147,7 +152,9 @@ def test_the_scale_is_a_graph_constant_applied_once(model_file: Path, tmp_path: 
     )
     legacy = export_onnx(older, _example(), tmp_path / "legacy.onnx", legacy_meta)
     _, legacy_raw = _bare(legacy, iq, mask)
-    np.testing.assert_allclose(OnnxLocalizer(legacy).predict(iq, mask)[1], SCALE * legacy_raw, rtol=1e-12)
+    np.testing.assert_allclose(
+        OnnxLocalizer(legacy).predict(iq, mask, CARRIER)[1], SCALE * legacy_raw, rtol=1e-12
+    )
     np.testing.assert_allclose(SCALE * legacy_raw, cov, rtol=1e-3)
 
 
@@ -182,7 +189,7 @@ def test_a_model_without_calibration_loads_with_scale_one_and_one_warning(
     for _ in range(3):
         loc = OnnxLocalizer(old)
         assert loc.covariance_scale == 1.0 and not loc.calibrated
-        np.testing.assert_array_equal(loc.predict(iq, mask)[1], _bare(old, iq, mask)[1])
+        np.testing.assert_array_equal(loc.predict(iq, mask, CARRIER)[1], _bare(old, iq, mask)[1])
     said = [r for r in caplog.records if "no fitted covariance calibration" in r.getMessage()]
     assert len(said) == 1 and "never-calibrated" in said[0].getMessage()
 
@@ -217,9 +224,10 @@ def test_the_model_file_alone_locates_a_session_from_iq(model_file: Path, tmp_pa
         loc = OnnxLocalizer(open({str(alone)!r}, "rb").read())
         with np.load({str(tmp_path / "session.npz")!r}) as npz:
             recordings = {{int(k): npz[k] for k in npz.files}}
-        inputs = model_inputs(loc.input_spec(), recordings, session_id="s")
+        inputs = model_inputs(loc.input_spec(), recordings, session_id="s", frequency_hz=433.92e6)
         out = as_json(predict_session(loc, inputs))
-        pos, cov = loc.session.run(None, {{"iq": inputs.inputs, "receiver_mask": inputs.receiver_mask}})
+        feeds = {{"iq": inputs.inputs, "receiver_mask": inputs.receiver_mask}}
+        pos, cov = loc.session.run(None, {{**feeds, "frequency_hz": inputs.frequencies}})
         loaded = sorted(m for m in sys.modules if m.startswith(("heimdall.storage", "heimdall.data",
                         "heimdall.services", "sqlalchemy", "boto3")))
         print(json.dumps({{"out": out, "cov": cov[0].tolist(), "loaded": loaded,
@@ -240,6 +248,7 @@ def test_the_model_file_alone_locates_a_session_from_iq(model_file: Path, tmp_pa
     # bare ONNX Runtime already gives the calibrated covariance; predict_session reports it unchanged
     np.testing.assert_allclose(out["covariance_enu_m2"], np.array(got["cov"]), rtol=1e-7)
     assert out["model"]["covariance_scale"] == SCALE and out["model"]["calibrated"] is True
+    assert out["carrier"]["frequency_hz"] == out["carrier"]["model_frequency_hz"] == 433.92e6
     lat, lon = NETWORK.frame.to_latlon(np.array([out["position"]["east_m"], out["position"]["north_m"]]))
     assert out["position"]["latitude"] == pytest.approx(float(lat), abs=1e-12)
     assert out["position"]["longitude"] == pytest.approx(float(lon), abs=1e-12)

@@ -39,7 +39,7 @@ def model_errors_one_by_one(settings: Settings, model_dir: Path, split: str = "t
         errors = {}
         for sid in ids:
             x = session_inputs(services, sid, loc)
-            pos, _ = loc.predict(x.inputs, x.receiver_mask)
+            pos, _ = loc.predict(x.inputs, x.receiver_mask, x.frequencies)
             lat, lon = loc.to_latlon(pos[0])
             truth = get_session(services.db, sid).source
             assert truth is not None, sid

@@ -21,6 +21,7 @@ from heimdall.cli import app
 from heimdall.data.recordings import stored_recordings
 from heimdall.inference.localizer import ort_session
 from heimdall.services import open_services
+from heimdall.storage.queries import get_session
 
 runner = CliRunner()
 
@@ -56,8 +57,9 @@ def _predict(cli_env) -> dict:
     return json.loads(out)
 
 
-def _onnx_by_hand(pipeline, leave_out: set[int]) -> tuple[float, float]:
-    """(lat, lon) of ONNX Runtime on the stored IQ, tensor built here, ``leave_out`` masked."""
+def _onnx_by_hand(pipeline, leave_out: set[int], carrier_hz: float | None = None) -> tuple[float, float]:
+    """(lat, lon) of ONNX Runtime on the stored IQ, tensor built here, ``leave_out`` masked, at the
+    session's carrier (its rows' frequency_hz) unless ``carrier_hz`` is given."""
     meta_model = _model(pipeline) / "model.onnx"
     session = ort_session(meta_model)
     meta = session.get_modelmeta().custom_metadata_map
@@ -65,15 +67,18 @@ def _onnx_by_hand(pipeline, leave_out: set[int]) -> tuple[float, float]:
     services = open_services(pipeline.settings)
     try:
         stored = stored_recordings(services.db, services.store, _session_id(pipeline))
+        rows = get_session(services.db, _session_id(pipeline)).measurements
     finally:
         services.close()
+    carrier = np.array([rows[0].frequency_hz if carrier_hz is None else carrier_hz], np.float32)
     x = np.zeros((1, len(ids), 2, t), np.float32)
     mask = np.zeros((1, len(ids)), np.float32)
     for k, sid in enumerate(ids):
         if sid in stored.recordings and sid not in leave_out:
             x[0, k] = np.stack([stored.recordings[sid].real, stored.recordings[sid].imag])
             mask[0, k] = 1.0
-    position = session.run(None, {"iq": x, "receiver_mask": mask})[0][0].astype(np.float64)
+    feeds = {"iq": x, "receiver_mask": mask, "frequency_hz": carrier}
+    position = session.run(None, feeds)[0][0].astype(np.float64)
     from heimdall.geo import LocalFrame
 
     frame = LocalFrame(float(meta["frame_origin_lat"]), float(meta["frame_origin_lon"]))
@@ -220,6 +225,28 @@ def test_npy_with_sidecars_gives_predicts_position(cli_env, tmp_path: Path) -> N
     (est,) = got["estimates"]
     assert _distance(est["position"], _predict(cli_env)["position"]) < 1.0
     assert "truth" not in est  # the sidecars carry none
+
+
+def test_locate_feeds_the_carrier_the_files_state(cli_env, tmp_path: Path) -> None:
+    """SigMF core:frequency is the model's band: the other band's carrier moves the estimate, exactly as
+    ONNX Runtime fed that carrier by hand; files stating none get the training median."""
+    folder = _export(cli_env, tmp_path / "rec")
+    metas = sorted(folder.glob("*.sigmf-meta"))
+    session_carrier = json.loads(metas[0].read_text())["captures"][0]["core:frequency"]
+    other = 433.5e6 if session_carrier < 300e6 else 145.5e6  # nw-italy-v1's two bands
+    for meta in metas:
+        doc = json.loads(meta.read_text())
+        doc["captures"][0]["core:frequency"] = other
+        doc["global"].pop("core:sha512", None)
+        meta.write_text(json.dumps(doc))
+    got, _ = _locate(str(folder), "--model", str(_model(cli_env)))
+    (est,) = got["estimates"]
+    assert est["carrier"]["frequency_hz"] == est["carrier"]["model_frequency_hz"] == other
+    lat, lon = _onnx_by_hand(cli_env, leave_out=set(), carrier_hz=other)
+    assert great_circle_m(lat, lon, est["position"]["latitude"], est["position"]["longitude"]) < 1.0
+    moved = _distance(est["position"], _predict(cli_env)["position"])
+    print(f"the other band moves the estimate by {moved:.0f} m")
+    assert moved > 10.0
 
 
 def test_too_few_receivers_is_one_line(cli_env, tmp_path: Path) -> None:

@@ -70,6 +70,7 @@ def consumers(pipeline, tmp_path_factory: pytest.TempPathFactory) -> dict[str, o
                 session_id=np.array(sid),
                 station_ids=np.array(ids, np.int64),
                 iq=np.stack([stored.recordings[s] for s in ids]),
+                frequency_hz=np.array(got["carrier"]["frequency_hz"]),  # the session's, as predict read it
                 truth_latitude=np.array(lat),
                 truth_longitude=np.array(lon),
             )
@@ -83,8 +84,11 @@ def consumers(pipeline, tmp_path_factory: pytest.TempPathFactory) -> dict[str, o
                     iq = stored.recordings[station]
                     x[0, k] = np.stack([iq.real, iq.imag])
                     mask[0, k] = 1.0
+            carrier = np.array([stored.frequency_hz], np.float32)
             out["raw"].append(
-                raw_session.run(None, {"iq": x, "receiver_mask": mask})[1][0].astype(np.float64)
+                raw_session.run(None, {"iq": x, "receiver_mask": mask, "frequency_hz": carrier})[1][0].astype(
+                    np.float64
+                )
             )
             out["truth"].append(np.asarray(loc.frame.to_enu(lat, lon), np.float64))
     finally:

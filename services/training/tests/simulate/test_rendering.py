@@ -8,6 +8,7 @@ import pytest
 from heimdall.detection import heard
 from heimdall.features import FeatureConfig, receiver_scalars_batch
 from heimdall.simulate import build_world, load_scenario
+from heimdall.simulate.candidates import draw_keys as _draw
 from heimdall.simulate.channel import N_SINUSOIDS, complex_gaussian, rician_fading
 from heimdall.simulate.rendering import (
     BLIND_NOISE_SPREAD_DB,
@@ -16,7 +17,6 @@ from heimdall.simulate.rendering import (
     plausible_blind,
     render_blind,
 )
-from heimdall.simulate.session import _draw
 
 
 @pytest.mark.parametrize("n_samples", [256, 1250, 6250])

@@ -26,7 +26,7 @@ def _single_process_batches(
     loader = dm.train_dataloader()
     out = []
     for _ in range(epochs):
-        out.append([[_row(targets, t) for t in b[3]] for b in loader])
+        out.append([[_row(targets, t) for t in b[4]] for b in loader])  # b[4]: the targets
     return out
 
 

@@ -24,7 +24,13 @@ def simulate(
         None,
         "--dataset",
         help="Dataset label, e.g. to hold a test campaign apart.",
-        show_default="sim:<scenario>",
+        show_default="sim:<scenario>, with --sites sim:<scenario>:sites-<hash8>",
+    ),
+    sites: str | None = typer.Option(
+        None,
+        "--sites",
+        help="CSV (latitude,longitude[,power_w][,name]) or YAML file of fixed transmitter sites: "
+        "every session is at one of them, picked uniformly.",
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     workers: int = typer.Option(
@@ -43,6 +49,7 @@ def simulate(
         start=start,
         dataset=dataset,
         workers=workers,
+        sites=sites,
     )
     with Progress(
         TextColumn("[bold]simulate[/] {task.description}"),
@@ -59,8 +66,9 @@ def simulate(
             bar.start_task(task)
 
         out = run_simulate(request, load_settings(), progress=advance)
+    at = "" if out.sites is None else f" at {out.sites} fixed sites into dataset {out.dataset}"
     typer.echo(
-        f"simulated {out.sessions} sessions of {out.scenario} (seed {out.seed}): {out.written} written, "
+        f"simulated {out.sessions} sessions of {out.scenario} (seed {out.seed}){at}: {out.written} written, "
         f"{out.skipped} already present, {out.elapsed_s:.1f} s ({out.sessions_per_s:.0f} sessions/s) "
         f"into {out.database} + {out.object_store}"
     )

@@ -97,12 +97,29 @@ def train(
         "--from_run",
         help="Re-run MLflow run RUN_ID: its config.yaml and its exact train/val/test sessions.",
     ),
+    init_from: str | None = typer.Option(
+        None,
+        "--init-from",
+        "--init_from",
+        metavar="RUN_OR_MODEL",
+        help="Fine-tune: start from the weights and normalisation of an earlier run of the same network "
+        "(a run folder, an MLflow run id, models:/NAME/VERSION or NAME@ALIAS).",
+        show_default="none: random initialisation",
+    ),
+    receiver_dropout: float | None = typer.Option(
+        None,
+        "--receiver-dropout",
+        "--receiver_dropout",
+        help="Probability (0-0.9) of hiding each receiver of a training session, keeping at least "
+        "min_receivers heard (outage augmentation; never in validation or test).",
+        show_default="0",
+    ),
 ) -> None:
     """Train LocalizationNet on approved sessions, export and verify ONNX, write report.json/.md and plots."""
     from heimdall.jobs.train import TrainRequest
     from heimdall.jobs.train import train as run_train
 
-    if tracking or from_run:
+    if tracking or from_run or init_from:
         quiet_mlflow()
     split = _split_name(split)
     if site_radius_m is not None and not 0.0 <= site_radius_m <= 100_000.0:
@@ -131,6 +148,8 @@ def train(
         tracking=tracking,
         promote=promote,
         from_run=from_run,
+        init_from=init_from,
+        receiver_dropout=receiver_dropout,
     )
     _print(run_train(request, load_settings(), echo=lambda line: typer.echo(line, err=True)))
 

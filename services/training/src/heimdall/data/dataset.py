@@ -12,19 +12,23 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from heimdall.data.arrays import SessionArrays, load_session_arrays
 from heimdall.data.normalization import NormStats
+from heimdall.data.recordings import arrays_frequencies
 from heimdall.errors import DataError
 from heimdall.features import FeatureConfig
 from heimdall.storage.database import Database
 from heimdall.storage.objectstore import ObjectStore
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+#: spectrogram, scalars, mask, frequency_hz, target_enu_m, target_sigma_m
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class HeimdallDataset(Dataset[Batch]):
-    """Sessions of one split as tensors: (spectrogram, scalars, mask, target_enu_m, target_sigma_m).
+    """Sessions of one split as tensors: (spectrogram, scalars, mask, frequency_hz, target_enu_m,
+    target_sigma_m).
 
     Features are standardised once at construction with training-split statistics, so items are
-    plain tensor slices and every epoch after loading touches no IQ at all.
+    plain tensor slices and every epoch after loading touches no IQ at all. ``frequency_hz`` is the
+    session's carrier in Hz (NaN = unknown: the network then reads its training median carrier).
     """
 
     def __init__(self, arrays: SessionArrays, split: str, stats: NormStats) -> None:
@@ -35,6 +39,7 @@ class HeimdallDataset(Dataset[Batch]):
         self.spectrogram = torch.from_numpy(spec)
         self.scalars = torch.from_numpy(scal)
         self.mask = torch.from_numpy(arrays.mask[idx])
+        self.frequency_hz = torch.from_numpy(arrays_frequencies(arrays, idx))
         self.target = torch.from_numpy(arrays.target_enu_m[idx].astype(np.float32))
         self.sigma = torch.from_numpy(arrays.target_sigma_m[idx].astype(np.float32))
 
@@ -61,7 +66,14 @@ class HeimdallDataset(Dataset[Batch]):
 
     def __getitem__(self, i: int | list[int]) -> Batch:
         """One session, or a whole batch when given a list of indices (one gather, no collation)."""
-        return self.spectrogram[i], self.scalars[i], self.mask[i], self.target[i], self.sigma[i]
+        return (
+            self.spectrogram[i],
+            self.scalars[i],
+            self.mask[i],
+            self.frequency_hz[i],
+            self.target[i],
+            self.sigma[i],
+        )
 
 
 class HeimdallDataModule(pl.LightningDataModule):

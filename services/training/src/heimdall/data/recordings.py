@@ -18,7 +18,7 @@ from heimdall.storage.iq import load_iq
 from heimdall.storage.objectstore import ObjectStore
 from heimdall.storage.queries import get_session
 
-__all__ = ["StoredRecordings", "arrays_power", "arrays_recordings", "stored_recordings"]
+__all__ = ["StoredRecordings", "arrays_frequencies", "arrays_power", "arrays_recordings", "stored_recordings"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class StoredRecordings:
     power: dict[int, tuple[float, float, float, float]]  # [power_dbm, noise_floor_dbm, snr_db, heard]
     measured: tuple[int, ...]  # every station with a row, read or not
     truth_latlon: tuple[float, float] | None
+    frequency_hz: float | None = None  # the session's carrier (median of its rows); None = no row
 
 
 def stored_recordings(
@@ -56,6 +57,9 @@ def stored_recordings(
         power=power,
         measured=tuple(m.station_id for m in session.measurements),
         truth_latlon=truth,
+        frequency_hz=float(np.median([m.frequency_hz for m in session.measurements]))
+        if session.measurements
+        else None,
     )
 
 
@@ -75,3 +79,14 @@ def arrays_power(arrays: SessionArrays, indices: np.ndarray) -> list[dict[int, n
     """The raw scalar rows (R, S) of sessions ``indices`` of ``arrays``, as station id → row, present only."""
     ids = arrays.network.station_ids
     return [{sid: arrays.scalars[i, k] for k, sid in enumerate(ids) if arrays.mask[i, k]} for i in indices]
+
+
+def arrays_frequencies(arrays: SessionArrays, indices: np.ndarray) -> np.ndarray:
+    """(len(indices),) float32 carriers in Hz of sessions ``indices``: the model's ``frequency_hz`` input.
+
+    NaN where unknown (or when the arrays carry no carrier at all), passed on as it is: the network reads
+    an unknown carrier as its training set's median one (:func:`heimdall.model.band_constants`).
+    """
+    if arrays.frequency_hz is None:
+        return np.full(len(indices), np.nan, np.float32)
+    return np.asarray(arrays.frequency_hz, np.float64)[indices].astype(np.float32)

@@ -21,9 +21,6 @@ from heimdall.detection import HEARD_SNR_DB
 from heimdall.detection import heard as heard_rule
 from heimdall.features import SCALAR_NAMES
 
-#: carriers closer than this ratio belong to one band (145.5 and 433.5 MHz are two; 145.5 ± 50 kHz one)
-BAND_RATIO = 1.1
-
 
 @dataclass(frozen=True)
 class PowerObservations:
@@ -129,24 +126,6 @@ def observations_from_arrays(arrays: Any, idx: np.ndarray, drop: int | None = No
         threshold,
         None if freq is None else np.asarray(freq, float)[idx],
     )
-
-
-def band_centres(frequency_hz: np.ndarray) -> np.ndarray:
-    """One carrier per band found among `frequency_hz` (a band: neighbours within :data:`BAND_RATIO`)."""
-    f = np.unique(frequency_hz[np.isfinite(frequency_hz) & (frequency_hz > 0)])
-    if f.size == 0:
-        return np.array([np.nan])
-    starts = np.r_[0, np.flatnonzero(f[1:] / f[:-1] > BAND_RATIO) + 1]
-    ends = np.r_[starts[1:], f.size]
-    return np.array([np.sqrt(f[a] * f[b - 1]) for a, b in zip(starts, ends, strict=True)])
-
-
-def band_index(frequency_hz: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """The nearest band (in log frequency) of each carrier; unknown carriers go to band 0."""
-    if not np.isfinite(centres).all():
-        return np.zeros(frequency_hz.shape, np.int64)
-    logf = np.log(np.where(np.isfinite(frequency_hz) & (frequency_hz > 0), frequency_hz, centres[0]))
-    return np.argmin(np.abs(logf[:, None] - np.log(centres)[None, :]), axis=1)
 
 
 def receiver_floors(obs: PowerObservations, band: np.ndarray, n_bands: int) -> np.ndarray:

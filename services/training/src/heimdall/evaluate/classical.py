@@ -14,11 +14,10 @@ from typing import Any
 import numpy as np
 from scipy.special import log_ndtr
 
+from heimdall.bands import band_centres, band_index
 from heimdall.errors import DataError
 from heimdall.evaluate.baseline_common import (
     PowerObservations,
-    band_centres,
-    band_index,
     fill_thresholds,
     observations_from_arrays,
     receiver_floors,

@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from heimdall.bands import band_centres, band_index
 from heimdall.evaluate.baseline_common import (
     PowerObservations,
-    band_centres,
-    band_index,
     fill_thresholds,
     gaussian_nll,
     receiver_floors,

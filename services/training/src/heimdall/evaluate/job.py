@@ -23,7 +23,7 @@ import numpy as np
 
 from heimdall.data.arrays import SessionArrays, load_session_arrays
 from heimdall.data.network import ReceiverNetwork
-from heimdall.data.recordings import arrays_power, arrays_recordings
+from heimdall.data.recordings import arrays_frequencies, arrays_power, arrays_recordings
 from heimdall.data.splits import apply_split_override, split_score
 from heimdall.errors import PathNotFoundError, UserError
 from heimdall.evaluate.intervals import paired_bootstrap
@@ -173,12 +173,15 @@ def evaluate(
     from_iq = loc.input_kind == "iq"
     spec = loc.input_spec(features=False)  # power-only models read the arrays' own scalar rows
 
-    def model_inputs(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The model's raw inputs for sessions `chunk` of the arrays (IQ from the store, or power rows)."""
+    def model_inputs(chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The model's raw inputs for sessions `chunk` of the arrays (IQ from the store, or power rows),
+        with each session's carrier (NaN = unknown), as training's parity check builds them."""
         if from_iq:
             recordings = arrays_recordings(services.db, services.store, arrays, chunk)
-            return batch_inputs(spec, recordings=recordings)
-        return batch_inputs(spec, power=arrays_power(arrays, chunk))
+            x, mask = batch_inputs(spec, recordings=recordings)
+        else:
+            x, mask = batch_inputs(spec, power=arrays_power(arrays, chunk))
+        return x, mask, arrays_frequencies(arrays, chunk)
 
     localizers: list[Localizer] = [OnnxModelLocalizer(loc, model_inputs, name=MODEL), *classical_localizers()]
     bayes = BayesOracleLocalizer.for_arrays(arrays, scenario) if oracle else None

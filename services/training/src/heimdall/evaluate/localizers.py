@@ -116,7 +116,7 @@ def calibration_scale(
 class OnnxModelLocalizer:
     """The network as a Localizer: an already-loaded :class:`~heimdall.inference.localizer.OnnxLocalizer`.
 
-    `inputs` gives the model's raw inputs ``(x (B, R, …), receiver_mask (B, R))`` as numpy arrays for
+    `inputs` gives the model's raw inputs ``(x (B, R, …), receiver_mask (B, R)[, frequency_hz (B,)])`` for
     session indices of the evaluated arrays; they are built and run in chunks of `chunk` sessions (a
     whole split of IQ at once needs many GB in the graph). Nothing is fitted and nothing is tuned: the
     covariances are the model's calibrated ones, as ``predict`` and the inference service return them.
@@ -127,7 +127,7 @@ class OnnxModelLocalizer:
     def __init__(
         self,
         localizer: OnnxLocalizer,
-        inputs: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+        inputs: Callable[[np.ndarray], tuple[np.ndarray, ...]],
         name: str = "model",
         chunk: int = PREDICT_CHUNK,
     ) -> None:
@@ -142,11 +142,11 @@ class OnnxModelLocalizer:
     def _raw(self, idx: np.ndarray, drop: int | None) -> tuple[np.ndarray, np.ndarray]:
         pos, cov = [], []
         for s in range(0, idx.size, self.chunk):
-            x, mask = self.inputs(idx[s : s + self.chunk])
+            x, mask, *carrier = self.inputs(idx[s : s + self.chunk])  # [frequency_hz (B,)] when given
             if drop is not None:
                 mask[:, drop] = 0.0
                 x[:, drop] = 0.0
-            p, c = self.localizer.predict(x, mask)
+            p, c = self.localizer.predict(x, mask, *carrier)
             pos.append(p)
             cov.append(c)
         return np.concatenate(pos), np.concatenate(cov)

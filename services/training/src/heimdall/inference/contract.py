@@ -8,6 +8,7 @@ from heimdall.errors import UserError
 
 __all__ = [
     "CONTRACT_VERSION",
+    "FREQUENCY_INPUT",
     "IQ_INPUT_NAMES",
     "MAX_BATCH",
     "MAX_RECEIVERS",
@@ -16,19 +17,34 @@ __all__ = [
     "REQUIRED_CALLER_KEYS",
     "RESERVED_KEYS",
     "SCALAR_INPUT_NAMES",
+    "SUPPORTED_CONTRACTS",
     "NotAHeimdallModelError",
     "check_model_id",
+    "input_names",
 ]
 
 #: Version of the ONNX I/O contract below; bump on any change of input/output names, shapes or units.
-CONTRACT_VERSION = "1"
+#: Version 2 added the session's carrier ``frequency_hz (B,)`` as a third input (version 1: two inputs).
+CONTRACT_VERSION = "2"
+#: Contracts :class:`~heimdall.inference.localizer.OnnxLocalizer` serves: a version-1 file still runs.
+SUPPORTED_CONTRACTS: tuple[str, ...] = ("1", "2")
 OUTPUT_NAMES: tuple[str, str] = ("position_enu_m", "covariance_enu_m2")
-IQ_INPUT_NAMES: tuple[str, str] = ("iq", "receiver_mask")
-SCALAR_INPUT_NAMES: tuple[str, str] = ("scalars", "receiver_mask")
+#: The carrier of each session in Hz, float32 (B,); NaN = unknown (the model's training median band).
+FREQUENCY_INPUT = "frequency_hz"
+IQ_INPUT_NAMES: tuple[str, ...] = ("iq", "receiver_mask", FREQUENCY_INPUT)
+SCALAR_INPUT_NAMES: tuple[str, ...] = ("scalars", "receiver_mask", FREQUENCY_INPUT)
 
 #: Metadata keys written by :func:`~heimdall.inference.onnx_export.export_onnx` itself (callers may not).
 RESERVED_KEYS = frozenset(
-    {"heimdall_onnx_contract", "inputs_doc", "outputs_doc", "input_kind", "n_receivers", "n_samples"}
+    {
+        "heimdall_onnx_contract",
+        "inputs_doc",
+        "outputs_doc",
+        "input_kind",
+        "n_receivers",
+        "n_samples",
+        "frequency_fill_hz",
+    }
 )
 #: Metadata keys the caller must supply: without them a prediction cannot be placed on the map.
 REQUIRED_CALLER_KEYS = ("frame_origin_lat", "frame_origin_lon", "station_ids")
@@ -42,6 +58,12 @@ _MODEL_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 class NotAHeimdallModelError(UserError):
     """The ONNX file lacks the metadata of ``export_onnx`` (or has an unknown contract version)."""
+
+
+def input_names(contract: str, input_kind: str) -> tuple[str, ...]:
+    """The graph input names of a model file of ``contract`` and ``input_kind`` (``iq`` or ``scalars``)."""
+    names = IQ_INPUT_NAMES if input_kind == "iq" else SCALAR_INPUT_NAMES
+    return names[:2] if contract == "1" else names
 
 
 def check_model_id(model_id: str) -> str:

@@ -35,6 +35,7 @@ __all__ = [
     "SIGMA_LEVELS",
     "as_geojson",
     "as_json",
+    "carrier_report",
     "coverage",
     "ellipse_params",
     "map_estimate",
@@ -117,11 +118,29 @@ def receiver_readings(loc: OnnxLocalizer, inputs: SessionInputs) -> list[dict[st
     return out
 
 
+def carrier_report(loc: OnnxLocalizer, frequency_hz: float | None) -> dict[str, Any]:
+    """The session's carrier and the one the model used for it (its training median when unknown)."""
+    if not loc.reads_frequency:
+        used, note = None, "this model (ONNX contract 1) does not read the carrier"
+    elif loc.frequency_fill_hz is None:
+        used, note = None, "this model was trained without the carrier (use_frequency: false)"
+    elif frequency_hz is not None:
+        used, note = frequency_hz, "the session's carrier"
+    else:
+        used = loc.frequency_fill_hz
+        note = "unknown: the model used the median carrier of its training sessions"
+    return {"frequency_hz": frequency_hz, "model_frequency_hz": used, "note": note}
+
+
 def predict_session(
     loc: OnnxLocalizer, inputs: SessionInputs, model_ref: str | None = None
 ) -> dict[str, Any]:
-    """Run the model on one session; a JSON-ready dict (lat/lon float64 degrees, metres, m²)."""
-    pos, cov = loc.predict(inputs.inputs, inputs.receiver_mask)
+    """Run the model on one session; a JSON-ready dict (lat/lon float64 degrees, metres, m²).
+
+    ``carrier`` says which carrier the model read: the session's, the model's training median when the
+    session's is unknown, or none (a contract-1 model, which predates the carrier input).
+    """
+    pos, cov = loc.predict(inputs.inputs, inputs.receiver_mask, inputs.frequencies)
     p, c = pos[0], cov[0]  # calibrated: the covariance the model was evaluated with
     lat, lon = loc.to_latlon(p)
     out: dict[str, Any] = {
@@ -148,6 +167,7 @@ def predict_session(
             "axes": "east_m, north_m in the local tangent plane at the origin (WGS-84)",
             "orientation": "degrees clockwise from north of the major axis, in [0, 180)",
         },
+        "carrier": carrier_report(loc, inputs.frequency_hz),
         "receivers": {
             "used": inputs.used_stations,
             "absent": inputs.absent_stations,

@@ -50,12 +50,17 @@ class InferenceGraph(nn.Module):
     """Raw receiver inputs → (position_enu_m (B, 2), covariance_enu_m2 (B, 2, 2)), float32, metres.
 
     * ``from_iq=True`` (default when the net uses spectrograms): ``forward(iq (B, R, 2, T),
-      receiver_mask (B, R))`` with calibrated I and Q (``mean(I²+Q²)`` = power in mW) as two real
-      channels; features come from :class:`TorchFeatureExtractor`, so ``T`` is fixed at export.
-    * ``from_iq=False`` (power-only nets): ``forward(scalars (B, R, S), receiver_mask (B, R))`` with raw
-      ``SCALAR_NAMES`` values (S = 4), followed by any extra channels the net was trained with (S = 6
-      for moving receivers: ``heimdall.data.arrays.MOVING_SCALAR_NAMES``); NaN means unknown and
-      becomes the training mean, as in training.
+      receiver_mask (B, R), frequency_hz (B,))`` with calibrated I and Q (``mean(I²+Q²)`` = power in
+      mW) as two real channels; features come from :class:`TorchFeatureExtractor`, so ``T`` is fixed
+      at export.
+    * ``from_iq=False`` (power-only nets): ``forward(scalars (B, R, S), receiver_mask (B, R),
+      frequency_hz (B,))`` with raw ``SCALAR_NAMES`` values (S = 4), followed by any extra channels the
+      net was trained with (S = 6 for moving receivers: ``heimdall.data.arrays.MOVING_SCALAR_NAMES``);
+      NaN means unknown and becomes the training mean, as in training.
+
+    ``frequency_hz`` is each session's carrier in Hz (ONNX contract 2); NaN = unknown, which the
+    network reads as its training median carrier. A network built with ``use_frequency=False``
+    ignores it (the input stays in the graph: every contract-2 file takes the same three inputs).
 
     Standardisation replicates :meth:`NormStats.apply` exactly (NaN → 0 after standardising, absent
     receivers → 0), so absent receivers' inputs (zeros, huge values) never reach the outputs.
@@ -117,14 +122,24 @@ class InferenceGraph(nn.Module):
         self.register_buffer("covariance_scale", _f32(covariance_scale))
 
     @property
-    def input_names(self) -> tuple[str, str]:
+    def input_names(self) -> tuple[str, ...]:
         return IQ_INPUT_NAMES if self.from_iq else SCALAR_INPUT_NAMES
 
-    def forward(self, inputs: Tensor, receiver_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """``inputs``: IQ (B, R, 2, T) or raw scalars (B, R, 4); ``receiver_mask`` (B, R), 1 = present."""
+    @property
+    def frequency_fill_hz(self) -> float | None:
+        """The carrier an unknown ``frequency_hz`` stands for (None: the network ignores the carrier)."""
+        if not getattr(self.net, "use_frequency", False):
+            return None
+        return float(self.net.frequency_fill_hz)
+
+    def forward(self, inputs: Tensor, receiver_mask: Tensor, frequency_hz: Tensor) -> tuple[Tensor, Tensor]:
+        """``inputs``: IQ (B, R, 2, T) or raw scalars (B, R, 4); ``receiver_mask`` (B, R), 1 = present;
+        ``frequency_hz`` (B,) carrier in Hz, NaN = unknown."""
         r = self.n_receivers
         if inputs.dim() < 2 or inputs.shape[1] != r:
             raise ValueError(f"model expects {r} receivers on axis 1, got input shape {tuple(inputs.shape)}")
+        if frequency_hz.dim() != 1:
+            raise ValueError(f"frequency_hz must have shape (B,), got {tuple(frequency_hz.shape)}")
         present = receiver_mask > 0.5
         spectrogram: Tensor = inputs.new_zeros(1)  # ignored by power-only nets
         if self.features is not None:
@@ -144,7 +159,7 @@ class InferenceGraph(nn.Module):
             scalars = inputs
         sc = torch.nan_to_num((scalars - self.scalar_mean) / self.scalar_std, nan=0.0)
         sc = torch.where(present[:, :, None], sc, torch.zeros_like(sc))
-        position, scale_tril = self.net(spectrogram, sc, receiver_mask)
+        position, scale_tril = self.net(spectrogram, sc, receiver_mask, frequency_hz.float())
         covariance = LocalizationNet.covariance(scale_tril).float() * self.covariance_scale
         return position.float(), covariance
 
@@ -207,6 +222,16 @@ def model_metadata(
 
 def io_docs(graph: InferenceGraph, n_samples: int | None) -> tuple[str, str]:
     r = graph.n_receivers
+    fill = graph.frequency_fill_hz
+    frequency_doc = (
+        "float32 (B,): carrier (centre) frequency of each session in Hz, e.g. 145.5e6 or 433.5e6; "
+        + (
+            f"NaN = unknown: the model then assumes {fill:.6g} Hz, the median carrier of its training "
+            "sessions (frequency_fill_hz)."
+            if fill is not None
+            else "this model was trained without the carrier and ignores it."
+        )
+    )
     mask_doc = (
         f"float32 (B, {r}): 1 = receiver present, 0 = absent; receiver k is station_ids[k]. "
         "Absent receivers' inputs are ignored (any finite value)."
@@ -235,7 +260,7 @@ def io_docs(graph: InferenceGraph, n_samples: int | None) -> tuple[str, str]:
                 + "; NaN = unknown."
             )
         }
-    inputs = {**first, "receiver_mask": mask_doc}
+    inputs = {**first, "receiver_mask": mask_doc, "frequency_hz": frequency_doc}
     outputs = {
         "position_enu_m": (
             "float32 (B, 2): transmitter (east, north) in metres in the local tangent-plane (ENU) frame at "

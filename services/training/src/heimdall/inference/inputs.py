@@ -12,10 +12,13 @@ example (``examples/infer_sample.py``, from a ``.npz``).
 * ``receiver_mask`` is 1 where a receiver delivered something the model reads, 0 elsewhere (its input
   stays zero). Stations the model does not know are reported as ignored; a recording wins over a power
   row of the same station; an IQ model cannot use a power row.
+* The session's carrier (``frequency_hz``, ONNX contract 2) travels beside them; None = unknown, which
+  the model reads as its training median carrier.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -25,7 +28,15 @@ from numpy.typing import ArrayLike, NDArray
 from heimdall.errors import DataError, UserError
 from heimdall.features import SCALAR_NAMES, FeatureConfig, iq_complex_to_real, receiver_scalars_batch
 
-__all__ = ["InputSpec", "PowerRows", "Recordings", "SessionInputs", "batch_inputs", "model_inputs"]
+__all__ = [
+    "InputSpec",
+    "PowerRows",
+    "Recordings",
+    "SessionInputs",
+    "batch_inputs",
+    "check_frequency",
+    "model_inputs",
+]
 
 #: station id → complex recording ``(T,)``
 Recordings = Mapping[int, ArrayLike]
@@ -60,6 +71,12 @@ class SessionInputs:
     absent_stations: list[int] = field(default_factory=list)
     ignored_stations: list[int] = field(default_factory=list)  # measured, but not a receiver of this model
     truth_latlon: tuple[float, float] | None = None
+    frequency_hz: float | None = None  # the session's carrier in Hz; None = unknown
+
+    @property
+    def frequencies(self) -> NDArray[np.float32]:
+        """The ``frequency_hz (1,)`` input: the carrier, NaN when unknown."""
+        return np.array([math.nan if self.frequency_hz is None else self.frequency_hz], np.float32)
 
 
 def _empty(spec: InputSpec, batch: int) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
@@ -124,6 +141,19 @@ def _with_length(spec: InputSpec, sessions: Sequence[Recordings]) -> InputSpec:
     return spec
 
 
+def check_frequency(frequency_hz: float | None, where: str = "") -> float | None:
+    """A session's carrier as the model input takes it: None (or NaN) = unknown, else a finite value > 0 Hz
+    (anything else is a :class:`~heimdall.errors.UserError`)."""
+    if frequency_hz is None:
+        return None
+    f = float(frequency_hz)
+    if math.isnan(f):
+        return None
+    if not (math.isfinite(f) and f > 0):
+        raise UserError(f"{where}carrier frequency {frequency_hz!r} Hz is not a frequency > 0 Hz")
+    return f
+
+
 def model_inputs(
     spec: InputSpec,
     recordings: Recordings | None = None,
@@ -132,19 +162,22 @@ def model_inputs(
     measured: Collection[int] = (),
     session_id: str | None = None,
     truth_latlon: tuple[float, float] | None = None,
+    frequency_hz: float | None = None,
     require_any: bool = True,
 ) -> SessionInputs:
     """One session's inputs (a batch of one) for the model described by ``spec``.
 
     ``measured``: further stations that took part (e.g. rows with neither IQ nor power), reported as
     ignored when the model does not know them. With ``require_any``, a session of which no receiver of
-    the model delivered anything usable is a :class:`~heimdall.errors.UserError`.
+    the model delivered anything usable is a :class:`~heimdall.errors.UserError`. ``frequency_hz``: the
+    session's carrier (None or NaN = unknown; ≤ 0 or infinite is a UserError).
     """
+    where = f"session {session_id}, " if session_id is not None else ""
+    carrier = check_frequency(frequency_hz, where)
     recordings = {} if recordings is None else recordings
     power = {} if power is None else power
     spec = _with_length(spec, [recordings])
     x, mask = _empty(spec, 1)
-    where = f"session {session_id}, " if session_id is not None else ""
     ignored = _fill(spec, x[0], mask[0], recordings, power, where)
     known = set(spec.station_ids)
     ignored.update(int(s) for s in measured if int(s) not in known)
@@ -160,6 +193,7 @@ def model_inputs(
         absent_stations=[s for s in spec.station_ids if s not in used],
         ignored_stations=sorted(ignored),
         truth_latlon=truth_latlon,
+        frequency_hz=carrier,
     )
 
 

@@ -19,15 +19,15 @@ from heimdall.errors import PathNotFoundError
 from heimdall.features import SCALAR_NAMES, FeatureConfig
 from heimdall.geo import LocalFrame
 from heimdall.inference.contract import (
-    CONTRACT_VERSION,
-    IQ_INPUT_NAMES,
+    FREQUENCY_INPUT,
     MAX_RECEIVERS,
     MAX_SAMPLES,
     OUTPUT_NAMES,
     REQUIRED_CALLER_KEYS,
-    SCALAR_INPUT_NAMES,
+    SUPPORTED_CONTRACTS,
     NotAHeimdallModelError,
     first_line,
+    input_names,
 )
 from heimdall.inference.inputs import InputSpec
 
@@ -106,6 +106,10 @@ class OnnxLocalizer:
     records a scale in its metadata gets it applied here. ``covariance_scale`` is the shipped scale
     either way. A model with no fitted calibration (exported before calibration shipped) loads with
     scale 1 and one warning per process.
+
+    Contract 2 files take each session's carrier ``frequency_hz`` (:meth:`predict`); contract 1 files
+    (two inputs, exported before the carrier was an input) still load and run, without it
+    (``reads_frequency`` False). Which one a file is, is checked against its graph's input names.
     """
 
     def __init__(self, model: str | Path | bytes, threads: int | None = 1) -> None:
@@ -116,10 +120,11 @@ class OnnxLocalizer:
         missing = [k for k in required if k not in meta]
         if missing:
             raise NotAHeimdallModelError(f"{where} is not a Heimdall model: metadata lacks {missing}")
-        if meta["heimdall_onnx_contract"] != CONTRACT_VERSION:
+        self.contract: str = meta["heimdall_onnx_contract"]
+        if self.contract not in SUPPORTED_CONTRACTS:
             raise NotAHeimdallModelError(
-                f"{where} uses ONNX contract {meta['heimdall_onnx_contract']!r}, "
-                f"this code reads {CONTRACT_VERSION!r}"
+                f"{where} uses ONNX contract {self.contract!r}, this code reads "
+                f"{' and '.join(map(repr, SUPPORTED_CONTRACTS))}"
             )
         self.metadata = meta
         self.input_kind: str = meta["input_kind"]
@@ -130,6 +135,9 @@ class OnnxLocalizer:
             names = json.loads(meta.get("station_names", "null"))
             self.station_names: tuple[str, ...] | None = tuple(names) if names is not None else None
             self.frame = LocalFrame(float(meta["frame_origin_lat"]), float(meta["frame_origin_lon"]))
+            fill = meta.get("frequency_fill_hz")
+            #: the carrier the model assumes for an unknown one (None: it does not read the carrier)
+            self.frequency_fill_hz: float | None = float(fill) if fill is not None else None
         except (TypeError, ValueError) as exc:
             raise NotAHeimdallModelError(f"{where}: malformed Heimdall metadata: {exc}") from None
         self.model_id: str | None = meta.get("model_id")
@@ -144,12 +152,14 @@ class OnnxLocalizer:
                 "(at most 64 MiB of float32 IQ per receiver)"
             )
         self._input_names = [i.name for i in self.session.get_inputs()]
-        expected = list(IQ_INPUT_NAMES if self.input_kind == "iq" else SCALAR_INPUT_NAMES)
+        expected = list(input_names(self.contract, self.input_kind))
         if self._input_names != expected:
             raise NotAHeimdallModelError(
-                f"{where}: input_kind {self.input_kind!r} needs inputs {expected}, "
-                f"the graph has {self._input_names}"
+                f"{where}: contract {self.contract} with input_kind {self.input_kind!r} needs inputs "
+                f"{expected}, the graph has {self._input_names}"
             )
+        #: whether the graph takes ``frequency_hz`` (contract 2); a contract-1 file predicts without it
+        self.reads_frequency = FREQUENCY_INPUT in self._input_names
         try:
             self.receivers: tuple[dict[str, Any], ...] | None = (
                 tuple(dict(r) for r in json.loads(meta["receivers"])) if "receivers" in meta else None
@@ -230,10 +240,32 @@ class OnnxLocalizer:
             raise ValueError(f"input shape {x.shape} does not match (B, {self.n_receivers}, {tail})")
         return np.ascontiguousarray(x)
 
+    @staticmethod
+    def _frequencies(frequency_hz: ArrayLike | None, batch: int) -> NDArray[np.float32]:
+        """(B,) float32 carriers: None = unknown (NaN), one number = every session's; > 0 Hz or NaN."""
+        if frequency_hz is None:
+            return np.full(batch, np.nan, np.float32)
+        f = np.asarray(frequency_hz, dtype=np.float64)
+        if f.ndim == 0:
+            f = np.full(batch, float(f))
+        if f.shape != (batch,):
+            raise ValueError(f"frequency_hz must be one number or have shape ({batch},), got {f.shape}")
+        bad = ~np.isnan(f) & ~(np.isfinite(f) & (f > 0))
+        if bad.any():
+            raise ValueError(
+                f"frequency_hz must be a carrier > 0 Hz or NaN (unknown), got {f[bad][0]!r} "
+                f"(session {int(np.flatnonzero(bad)[0])})"
+            )
+        return f.astype(np.float32)
+
     def predict(
-        self, inputs: ArrayLike, receiver_mask: ArrayLike
+        self, inputs: ArrayLike, receiver_mask: ArrayLike, frequency_hz: ArrayLike | None = None
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """IQ ``(B, R, 2, T)`` float or ``(B, R, T)`` complex, or scalars ``(B, R, 4)``, plus mask ``(B, R)``.
+
+        ``frequency_hz``: each session's carrier in Hz, ``(B,)`` or one number for all; None or NaN =
+        unknown, which a contract-2 model reads as its training median carrier
+        (:attr:`frequency_fill_hz`). A contract-1 model ignores it.
 
         Returns ``position_enu_m`` (B, 2) and the calibrated ``covariance_enu_m2`` (B, 2, 2), float64.
         """
@@ -244,8 +276,11 @@ class OnnxLocalizer:
                 f"receiver_mask must have shape {x.shape[:2]} (B, {self.n_receivers} receivers), "
                 f"got {mask.shape}"
             )
+        feeds = [x, mask]
+        if self.reads_frequency:
+            feeds.append(self._frequencies(frequency_hz, x.shape[0]))
         position, covariance = self.session.run(
-            list(OUTPUT_NAMES), dict(zip(self._input_names, (x, mask), strict=True))
+            list(OUTPUT_NAMES), dict(zip(self._input_names, feeds, strict=True))
         )
         cov = covariance.astype(np.float64)
         return position.astype(np.float64), cov if self._post_scale == 1.0 else cov * self._post_scale

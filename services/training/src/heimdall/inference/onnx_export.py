@@ -75,12 +75,14 @@ def export_onnx(
 ) -> Path:
     """Export ``graph`` to ``path`` atomically (dynamic batch axis, one self-contained file).
 
-    Export with a batch of at least 2 so the batch axis is not specialised to 1. The file is written
+    ``example_inputs`` follow :attr:`InferenceGraph.input_names` (contract :data:`CONTRACT_VERSION`:
+    IQ or scalars, receiver_mask, frequency_hz). Export with a batch of at least 2 so the batch axis is
+    not specialised to 1. The file is written
     to a temporary sibling, checked with ``onnx.checker`` and renamed into place, so a failure never
     leaves a partial ``model.onnx`` (an existing one stays untouched).
     """
     path = Path(path)
-    if len(example_inputs) != 2:
+    if len(example_inputs) != len(graph.input_names):
         raise ValueError(
             f"example_inputs must be ({', '.join(graph.input_names)}), got {len(example_inputs)}"
         )
@@ -116,6 +118,8 @@ def export_onnx(
     }
     if n_samples is not None:
         props["n_samples"] = str(n_samples)
+    if graph.frequency_fill_hz is not None:
+        props["frequency_fill_hz"] = repr(graph.frequency_fill_hz)
 
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,7 +127,7 @@ def export_onnx(
     with atomic_path(path) as tmp:
         graph.eval()
         with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter_logs():
-            # Benign exporter chatter: the batch Dim shared by both inputs, a torch-internal deprecation.
+            # Benign exporter chatter: the batch Dim shared by the inputs, a torch-internal deprecation.
             warnings.filterwarnings("ignore", message=".*axis name.*", category=UserWarning)
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
             program = torch.onnx.export(
@@ -133,7 +137,7 @@ def export_onnx(
                 verbose=False,
                 input_names=list(graph.input_names),
                 output_names=list(OUTPUT_NAMES),
-                dynamic_shapes=({0: batch}, {0: batch}),
+                dynamic_shapes=tuple({0: batch} for _ in graph.input_names),
             )
         if program is None:
             raise RuntimeError("torch.onnx.export returned no ONNX program")

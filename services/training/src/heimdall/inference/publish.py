@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING
 
 import onnx
 
-from heimdall.inference.contract import CONTRACT_VERSION, NotAHeimdallModelError, check_model_id, first_line
+from heimdall.inference.contract import (
+    SUPPORTED_CONTRACTS,
+    NotAHeimdallModelError,
+    check_model_id,
+    first_line,
+)
 
 if TYPE_CHECKING:
     from heimdall.storage.objectstore import ObjectStore
@@ -18,8 +23,8 @@ __all__ = ["upload_model"]
 def upload_model(store: ObjectStore, bucket: str, model_id: str, path: Path) -> str:
     """Put a checked Heimdall ONNX file at ``{model_id}/model.onnx`` and return that key.
 
-    Refuses files without the Heimdall metadata, or whose embedded ``model_id`` differs, so a
-    wrong artefact is never published under a model's name.
+    Refuses files without the Heimdall metadata of a contract the localiser serves, or whose embedded
+    ``model_id`` differs, so a wrong artefact is never published under a model's name.
     """
     check_model_id(model_id)
     data = Path(path).read_bytes()
@@ -28,8 +33,10 @@ def upload_model(store: ObjectStore, bucket: str, model_id: str, path: Path) -> 
     except Exception as exc:  # protobuf's DecodeError derives from Exception only
         raise NotAHeimdallModelError(f"{path} is not a readable ONNX model: {first_line(exc)}") from None
     meta = {p.key: p.value for p in proto.metadata_props}
-    if meta.get("heimdall_onnx_contract") != CONTRACT_VERSION:
-        raise NotAHeimdallModelError(f"{path} is not a Heimdall ONNX model (contract {CONTRACT_VERSION})")
+    if meta.get("heimdall_onnx_contract") not in SUPPORTED_CONTRACTS:
+        raise NotAHeimdallModelError(
+            f"{path} is not a Heimdall ONNX model (contract {' or '.join(SUPPORTED_CONTRACTS)})"
+        )
     if "model_id" in meta and meta["model_id"] != model_id:
         raise ValueError(f"{path} was exported as model_id {meta['model_id']!r}, not {model_id!r}")
     key = f"{model_id}/model.onnx"

@@ -32,6 +32,7 @@ from heimdall.ingest.sigmf_read import read_recording
 from heimdall.storage.iq import IQDataError, check_iq
 
 __all__ = [
+    "CARRIER_TOLERANCE",
     "SIDECAR_KEYS",
     "Capture",
     "RecordingInputError",
@@ -80,6 +81,7 @@ class Capture:
     start: datetime
     recordings: tuple[UserRecording, ...]
     truth_latlon: tuple[float, float] | None
+    frequency_hz: float | None = None  # the carrier the recordings state (median); None = none states it
 
 
 def _iso(ts: datetime) -> str:
@@ -131,7 +133,8 @@ def _read_sigmf(meta: Path, max_bytes: int) -> UserRecording:
         station_name=str(name) if name else None,
         latitude=rec.latitude,
         longitude=rec.longitude,
-        frequency_hz=rec.frequency_hz,
+        # core:frequency ≤ 0 (a file centred on 0 Hz) states no carrier: the model reads it as unknown
+        frequency_hz=rec.frequency_hz if rec.frequency_hz is not None and rec.frequency_hz > 0 else None,
         session=str(session) if session is not None else None,
         truth_latlon=_truth(meta, ext.get(TRUTH)),
     )
@@ -202,14 +205,16 @@ def _read_npy(npy: Path, max_bytes: int) -> UserRecording:
     rate = _finite(side, meta, "sample_rate_hz")
     if rate <= 0:
         raise RecordingInputError(f"{side}: sample_rate_hz must be > 0, got {rate}")
-    freq = meta.get("frequency_hz")
+    freq = None if meta.get("frequency_hz") is None else _finite(side, meta, "frequency_hz")
+    if freq is not None and freq <= 0:
+        raise RecordingInputError(f"{side}: frequency_hz must be the carrier in Hz (> 0), got {freq}")
     return UserRecording(
         source=npy,
         iq=iq,
         sample_rate_hz=rate,
         start=_start(side, meta["capture_start"]),
         station_id=_station_id(side, meta["station_id"]),
-        frequency_hz=None if freq is None else _finite(side, meta, "frequency_hz"),
+        frequency_hz=freq,
         session=None if meta.get("session") is None else str(meta["session"]),
         truth_latlon=_truth(side, meta.get("truth")),
     )
@@ -264,13 +269,38 @@ def _truth_of(group: Sequence[UserRecording]) -> tuple[float, float] | None:
     return next(iter(truths), None)
 
 
+#: Recordings of one capture whose centre frequencies differ by more than this fraction are not one
+#: transmission (receivers tuned a few kHz apart around 433.5 MHz differ by ~1e-5).
+CARRIER_TOLERANCE = 1e-3
+
+
+def _frequency_of(group: Sequence[UserRecording]) -> float | None:
+    """The capture's carrier: the median of the frequencies its files state (SigMF ``core:frequency``,
+    the sidecar's ``frequency_hz``); None when none does. Files that disagree beyond
+    :data:`CARRIER_TOLERANCE` are a RecordingInputError (two bands are two transmissions)."""
+    stated = sorted(r.frequency_hz for r in group if r.frequency_hz is not None)
+    if not stated:
+        return None
+    carrier = float(np.median(stated))
+    if stated[-1] - stated[0] > CARRIER_TOLERANCE * carrier:
+        listing = ", ".join(
+            f"{r.source.name} {r.frequency_hz:g} Hz" for r in group if r.frequency_hz is not None
+        )
+        raise RecordingInputError(
+            f"the recordings of one capture disagree on the carrier frequency ({listing}): give each band's "
+            "recordings separately, or name their sessions apart"
+        )
+    return carrier
+
+
 def group_captures(recordings: Sequence[UserRecording]) -> list[Capture]:
     """Recordings that overlap in time are one capture; files that name different sessions stay apart.
 
     Sorted by start, a recording joins the current group when it starts before the end of the group's
     first recording (receivers' clocks differ by far less than a recording lasts); otherwise it opens a
     new group. Within a time group, recordings carrying different session names (``heimdall:session_id``,
-    the sidecar's ``session``) are separate captures.
+    the sidecar's ``session``) are separate captures. A capture's carrier is what its files state
+    (:func:`_frequency_of`), the model's ``frequency_hz`` input.
     """
     groups: list[list[UserRecording]] = []
     for r in sorted(recordings, key=lambda r: (r.start, str(r.source))):
@@ -292,6 +322,7 @@ def group_captures(recordings: Sequence[UserRecording]) -> list[Capture]:
                     start=start,
                     recordings=tuple(members),
                     truth_latlon=_truth_of(members),
+                    frequency_hz=_frequency_of(members),
                 )
             )
     return sorted(captures, key=lambda c: (c.start, c.label))

@@ -4,7 +4,8 @@ The model is resolved as ``heimdall predict`` resolves it (:func:`heimdall.jobs.
 a folder, a ``model.onnx`` or ``models:/…``); its receivers, their positions and the frame come from the
 model's own metadata, so no database or object store is opened. Recordings are read and grouped by
 :mod:`heimdall.inference.recordings_in`, checked against the model by :mod:`heimdall.inference.checks`,
-turned into inputs by :func:`heimdall.inference.inputs.model_inputs` and predicted by
+turned into inputs by :func:`heimdall.inference.inputs.model_inputs` (with the capture's carrier, the
+``core:frequency`` / sidecar ``frequency_hz`` of its files) and predicted by
 :func:`heimdall.inference.formats.predict_session`: the path ``predict`` and the handoff example use.
 """
 
@@ -68,7 +69,7 @@ class ReceiverReport(BaseModel):
     notes: list[str] = Field(default_factory=list)
     sample_rate_hz: float
     n_samples: int
-    frequency_hz: float | None = None  # as the file says (the model does not read it)
+    frequency_hz: float | None = None  # as the file says (the capture's carrier is the model's input)
     latitude: float | None = None  # the model's position of the receiver
     longitude: float | None = None
     power_dbm: float | None = None
@@ -198,7 +199,11 @@ def _estimate(
             f"{MIN_RECEIVERS} are needed ({others})"
         )
     inputs = model_inputs(
-        loc.input_spec(), checked.recordings, session_id=capture.label, truth_latlon=capture.truth_latlon
+        loc.input_spec(),
+        checked.recordings,
+        session_id=capture.label,
+        truth_latlon=capture.truth_latlon,
+        frequency_hz=capture.frequency_hz,  # the band the files state; None: the model's training median
     )
     result = predict_session(loc, inputs, model_ref)
     pos = result["position"]

@@ -3,10 +3,11 @@
 ``heimdall predict`` is what the inference service does, run from the training side: the same
 ``model.onnx`` (from the registry, e.g. ``models:/heimdall-localizer@champion``, or a file), inputs built
 by :func:`heimdall.inference.inputs.model_inputs` (calibrated IQ per receiver in the model's station
-order, plus a presence mask) — the function training's parity check, ``heimdall evaluate`` and the
-handoff example use too — and latitude/longitude computed in float64 from the frame origin stored in the
-model (:mod:`heimdall.inference.formats`). The covariance is the calibrated one the model ships (the
-validation-fitted scale is part of its graph), i.e. the covariance ``heimdall evaluate`` measured.
+order, plus a presence mask and the session's carrier frequency) — the function training's parity
+check, ``heimdall evaluate`` and the handoff example use too — and latitude/longitude computed in
+float64 from the frame origin stored in the model (:mod:`heimdall.inference.formats`). The covariance
+is the calibrated one the model ships (the validation-fitted scale is part of its graph), i.e. the
+covariance ``heimdall evaluate`` measured.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def load_localizer(model: str, settings: Settings | None = None, dst: Path | Non
 
 
 def session_inputs(services: Services, session_id: str, loc: OnnxLocalizer) -> SessionInputs:
-    """Read a stored session (rows from the database, IQ from the object store) into model inputs."""
+    """Read a stored session (rows from the database, IQ from the object store) into model inputs, with
+    the session's carrier (its rows' ``frequency_hz``) as the model's band."""
     stored = stored_recordings(services.db, services.store, session_id, set(loc.station_ids))
     return model_inputs(
         loc.input_spec(features=bool(stored.recordings)),
@@ -98,6 +100,7 @@ def session_inputs(services: Services, session_id: str, loc: OnnxLocalizer) -> S
         measured=stored.measured,
         session_id=stored.session_id,
         truth_latlon=stored.truth_latlon,
+        frequency_hz=stored.frequency_hz,
     )
 
 

@@ -6,11 +6,18 @@ The scenario's receivers are registered as stations first: one already stored as
 used as it is, one whose id or name is another stored station's is a UserError (never mapped onto it).
 The scenario itself is stored next (content-addressed; another content under a stored name is refused
 before anything is simulated), and every session is written with its simulation truth.
+
+With ``sites`` (``--sites FILE``, :mod:`heimdall.simulate.sites`) every session's transmitter stands at
+one of the file's sites; the file is parsed, placed in the scenario's area and probed for sites no draw
+can make heard before anything is written. Such sessions get their own ids and, by default, their own
+dataset label ``sim:<scenario>:sites-<first 8 hex of the sites' hash>``, so a uniform training set never
+takes them in silently; their notes name the site and the sites' hash.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import multiprocessing
 import time
 from collections.abc import Callable, Iterator
@@ -24,9 +31,10 @@ from heimdall.ingest.simulated import session_record
 from heimdall.services import Services, open_services
 from heimdall.settings import Settings
 from heimdall.simulate.scenario import Scenario, load_scenario
-from heimdall.simulate.session import session_id_for, simulate_sessions
+from heimdall.simulate.session import SimulatedSession, session_id_for, simulate_sessions
+from heimdall.simulate.sites import Sites, load_sites
 from heimdall.storage.queries import existing_session_ids
-from heimdall.storage.recordings import missing_objects, write_sessions
+from heimdall.storage.recordings import SessionRecord, missing_objects, write_sessions
 from heimdall.storage.scenarios import register_scenario, simulation_truth
 from heimdall.storage.stations import NewStation, register_stations
 
@@ -47,6 +55,7 @@ class SimulateRequest(BaseModel):
     start: int = 0
     dataset: str | None = None
     workers: int = 1  # processes; sessions are seeded by index, so any count writes the same bytes
+    sites: str | None = None  # a sites file (CSV or YAML): sessions only at those transmitter sites
 
 
 class SimulateOutcome(BaseModel):
@@ -60,6 +69,8 @@ class SimulateOutcome(BaseModel):
     elapsed_s: float
     database: str  # URL, password masked
     object_store: str
+    dataset: str = ""  # the label of the sessions written
+    sites: int | None = None  # how many fixed sites the run drew from (None: uniform over the area)
 
     @property
     def sessions_per_s(self) -> float:
@@ -79,7 +90,11 @@ def simulate(
     scenario = request.scenario
     spec = load_scenario(Path(scenario) if scenario.endswith((".yaml", ".yml")) else scenario)
     n, seed, start, duration = request.sessions, request.seed, request.start, request.duration
-    simulate_sessions(spec, n, seed, duration, start)  # validates the arguments before any I/O
+    sites = None if request.sites is None else load_sites(request.sites)
+    # validates the arguments before any I/O, sites included (outside the area, never heard)
+    simulate_sessions(spec, n, seed, duration, start, sites)
+    dataset = request.dataset or default_dataset(spec, sites)
+    request = request.model_copy(update={"dataset": dataset})
     say = progress or (lambda _name, _done, _total: None)
     services = open_services(settings)
     written = skipped = done = 0
@@ -94,7 +109,7 @@ def simulate(
         register_scenario(services.db, spec)  # refuses another content under a stored name
         say(spec.name, 0, n)
         batches = [(first, min(BATCH, start + n - first)) for first in range(start, start + n, BATCH)]
-        for w, k, count in _run_batches(spec, request, settings, services, batches):
+        for w, k, count in _run_batches(spec, sites, request, settings, services, batches):
             written, skipped, done = written + w, skipped + k, done + count
             say(spec.name, done, n)
     finally:
@@ -108,29 +123,47 @@ def simulate(
         elapsed_s=time.perf_counter() - t0,
         database=services.db.safe_url,
         object_store=services.store.url,
+        dataset=dataset,
+        sites=None if sites is None else len(sites),
     )
 
 
+def default_dataset(spec: Scenario, sites: Sites | None) -> str:
+    """``sim:<scenario>``, or ``sim:<scenario>:sites-<hash8>`` for a fixed-site run (kept apart)."""
+    return spec.dataset_label if sites is None else f"{spec.dataset_label}:sites-{sites.sha256[:8]}"
+
+
+def _record(
+    sim: SimulatedSession, spec: Scenario, sites: Sites | None, request: SimulateRequest
+) -> SessionRecord:
+    """The session's rows, IQ and truth; a fixed-site session's notes also name its site."""
+    record = session_record(sim, spec.name, request.seed, request.dataset)
+    if sites is not None and sim.site is not None:
+        notes = {**json.loads(record.notes or "{}"), "site": sites.sites[sim.site].name}
+        notes["sites_sha256"] = sites.sha256
+        record = dataclasses.replace(record, notes=json.dumps(notes, sort_keys=True))
+    return dataclasses.replace(record, truth=simulation_truth(sim, spec))
+
+
 def _write_batch(
-    spec: Scenario, request: SimulateRequest, services: Services, first: int, count: int
+    spec: Scenario, sites: Sites | None, request: SimulateRequest, services: Services, first: int, count: int
 ) -> tuple[int, int]:
     """Simulate and write sessions ``first … first+count-1`` atomically; skip them if already complete."""
     seed = request.seed
-    ids = [session_id_for(spec, seed, k) for k in range(first, first + count)]
+    ids = [session_id_for(spec, seed, k, sites) for k in range(first, first + count)]
     stored = existing_session_ids(services.db, ids)
     if len(stored) == count and not missing_objects(services.db, services.store, ids):
         return 0, count  # a re-run with every row and object in place: nothing to simulate
     records = [
-        dataclasses.replace(
-            session_record(s, spec.name, seed, request.dataset), truth=simulation_truth(s, spec)
-        )
-        for s in simulate_sessions(spec, count, seed, request.duration, first)
+        _record(s, spec, sites, request)
+        for s in simulate_sessions(spec, count, seed, request.duration, first, sites)
     ]
     return write_sessions(services.db, services.store, services.settings.raw_iq_bucket, records)
 
 
 def _run_batches(
     spec: Scenario,
+    sites: Sites | None,
     request: SimulateRequest,
     settings: Settings,
     services: Services,
@@ -140,14 +173,14 @@ def _run_batches(
     processes (each with its own connections; batches are independent, so order does not matter)."""
     if request.workers == 1 or len(batches) <= 1:
         for first, count in batches:
-            yield (*_write_batch(spec, request, services, first, count), count)
+            yield (*_write_batch(spec, sites, request, services, first, count), count)
         return
     ctx = multiprocessing.get_context("spawn")  # no inherited connections, threads or locks
     with ProcessPoolExecutor(
         max_workers=min(request.workers, len(batches)),
         mp_context=ctx,
         initializer=_worker_open,
-        initargs=(settings, spec, request),
+        initargs=(settings, spec, sites, request),
     ) as pool:
         futures = {pool.submit(_worker_batch, first, count): count for first, count in batches}
         try:
@@ -162,11 +195,11 @@ def _run_batches(
 _WORKER: dict[str, object] = {}
 
 
-def _worker_open(settings: Settings, spec: Scenario, request: SimulateRequest) -> None:
+def _worker_open(settings: Settings, spec: Scenario, sites: Sites | None, request: SimulateRequest) -> None:
     """A worker process's own services, opened once (closed when the process ends)."""
-    _WORKER.update(services=open_services(settings), spec=spec, request=request)
+    _WORKER.update(services=open_services(settings), spec=spec, sites=sites, request=request)
 
 
 def _worker_batch(first: int, count: int) -> tuple[int, int]:
-    services, spec, request = _WORKER["services"], _WORKER["spec"], _WORKER["request"]
-    return _write_batch(spec, request, services, first, count)  # type: ignore[arg-type]
+    w = _WORKER
+    return _write_batch(w["spec"], w["sites"], w["request"], w["services"], first, count)  # type: ignore[arg-type]

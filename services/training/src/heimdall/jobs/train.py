@@ -1,12 +1,14 @@
 """Train a model (``heimdall train``): configuration, tracking, ``--from-run`` replay, registry, champion.
 
 :func:`train` is the whole use case: load the configuration with the request's overrides, connect to
-MLflow (fail-fast, before any data is read), replay a recorded run's config and split, train, log the
-run, register the model and decide on the champion alias, and compare a re-run with its original.
+MLflow (fail-fast, before any data is read), replay a recorded run's config and split, fetch the run an
+``--init-from`` names (an MLflow run or registered model: its run folder's files, downloaded), train, log
+the run, register the model and decide on the champion alias, and compare a re-run with its original.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -20,6 +22,7 @@ from heimdall.jobs.models import ChampionOutcome, VersionRecord
 from heimdall.services import open_services
 from heimdall.settings import Settings
 from heimdall.training.config import TrainConfig, load_config
+from heimdall.training.init_from import RUN_FILES, InitFromError, shipped_checkpoint
 from heimdall.training.report import TrainReport
 from heimdall.training.runner import TrainResult, resume_checkpoint, run_training
 
@@ -49,6 +52,8 @@ class TrainRequest(BaseModel):
     tracking: bool = True
     promote: bool = False
     from_run: str | None = None
+    init_from: str | None = None
+    receiver_dropout: float | None = None
 
     def overrides(self) -> dict[str, Any]:
         """The configuration overrides these options make."""
@@ -69,6 +74,8 @@ class TrainRequest(BaseModel):
             "val_datasets": self.val_datasets,
             "test_datasets": self.test_datasets,
             "site_radius_m": self.site_radius_m,
+            "init_from": self.init_from,
+            "receiver_dropout": self.receiver_dropout,
         }
 
 
@@ -125,11 +132,13 @@ def train(
     overrides = request.overrides()
     if not (request.tracking or request.from_run):
         cfg = load_config(request.config, overrides)
-        services = open_services(settings)
-        try:
-            result = run_training(cfg, services, resume=request.resume, progress=request.progress, echo=echo)
-        finally:
-            services.close()
+        with ExitStack() as stack:
+            init_dir, _ = init_source_folder(cfg.init_from, settings, stack)
+            services = open_services(settings)
+            stack.callback(services.close)
+            result = run_training(
+                cfg, services, resume=request.resume, progress=request.progress, echo=echo, init_dir=init_dir
+            )
         return _outcome(result)
     from heimdall.tracking.connection import connect
     from heimdall.tracking.replay import fetch_run_spec
@@ -145,6 +154,7 @@ def train(
             spec = fetch_run_spec(target, client, request.from_run, tmp)
             cfg = _rerun_config(load_config(spec.config_path, overrides), request)
             split_override = spec.split
+        init = init_source_folder(cfg.init_from, settings, stack, (target, client))
         services = open_services(settings)
         stack.callback(services.close)
         if not request.tracking:
@@ -155,9 +165,10 @@ def train(
                 progress=request.progress,
                 split_override=split_override,
                 echo=echo,
+                init_dir=init[0],
             )
             return _outcome(result, comparison=_compare_with(client, request.from_run, result))
-        return _tracked(request, cfg, services, target, client, split_override, echo)
+        return _tracked(request, cfg, services, target, client, split_override, echo, init)
 
 
 def _rerun_config(cfg: TrainConfig, request: TrainRequest) -> TrainConfig:
@@ -176,18 +187,22 @@ def _tracked(
     client: Any,
     split_override: dict[str, list[str]] | None,
     echo: Callable[[str], None] | None = None,
+    init: tuple[Path | None, str | None] = (None, None),
 ) -> TrainOutcome:
     from heimdall.jobs.predict import session_inputs
     from heimdall.tracking.registry import CHAMPION, MODEL_NAME, register, update_champion
     from heimdall.tracking.run import start_run
 
     from_run = request.from_run
+    tags = {"heimdall.from_run": from_run} if from_run else {}
+    if init[1]:  # the run an alias or version pointed at when training started (aliases move)
+        tags["heimdall.init_from_run"] = init[1]
     # --resume continues the MLflow run recorded in OUTPUT_DIR/mlflow_run.json (see start_run)
     with start_run(
         target,
         client,
         cfg,
-        tags={"heimdall.from_run": from_run} if from_run else None,
+        tags=tags or None,
         resume=request.resume and resume_checkpoint(cfg.output_dir) is not None,
     ) as run:
         result = run_training(
@@ -199,6 +214,7 @@ def _tracked(
             callbacks=[run.callback()],
             split_override=split_override,
             echo=echo,
+            init_dir=init[0],
         )
         model_uri = run.log_result(result, services, session_inputs)
         version = register(client, model_uri, run.run_id, result.report)
@@ -235,3 +251,104 @@ def _compare_with(client: Any, run_id: str | None, result: TrainResult) -> Rerun
     return RerunComparison(
         run_id=run_id, original_rmse_m=float(before), rerun_rmse_m=now, relative_difference=rel
     )
+
+
+#: An MLflow run id as MLflow creates them (a uuid4 in hex).
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def mlflow_reference(reference: str) -> tuple[str, str] | None:
+    """``("run", RUN_ID)`` or ``("model", "models:/…")`` for an MLflow reference, None for anything else.
+
+    ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` and a logged ``models:/m-…`` are models; so is a bare
+    ``NAME@ALIAS``. ``runs:/RUN_ID[/…]`` and 32 hex digits are runs.
+    """
+    if reference.startswith("models:/"):
+        return "model", reference
+    if reference.startswith("runs:/"):
+        return "run", reference.removeprefix("runs:/").split("/")[0]
+    if _RUN_ID.fullmatch(reference):
+        return "run", reference
+    if "@" in reference and "/" not in reference and not reference.startswith("@"):
+        return "model", f"models:/{reference}"
+    return None
+
+
+def _missing(exc: Exception) -> bool:
+    text = str(exc)
+    return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or any(
+        k in text for k in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "not found")
+    )
+
+
+def _source_run_id(client: Any, reference: str, kind: str, value: str, where: str) -> str:
+    """The MLflow run that holds the source's files (a model's version or logged model → its run)."""
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    from heimdall.settings import redact_text
+
+    def reason(exc: Exception) -> str:
+        return (redact_text(str(exc)).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+    try:
+        if kind == "run":
+            client.get_run(value)
+            return value
+        base, _ = ModelsArtifactRepository.split_models_uri(value)
+        found = get_model_name_and_version(client, base)
+        if len(found) == 1:
+            run_id = client.get_logged_model(found[0]).source_run_id
+        else:
+            run_id = client.get_model_version(str(found[0]), str(found[1])).run_id
+    except Exception as exc:
+        if _missing(exc):
+            what = "run" if kind == "run" else "registered model"
+            raise InitFromError(
+                f"--init-from {reference}: no MLflow {what} {value} at {where}: {reason(exc)}"
+            ) from None
+        from heimdall.tracking.connection import TrackingError
+
+        raise TrackingError(f"cannot look up --init-from {reference} at {where}: {reason(exc)}") from None
+    if not run_id:
+        raise InitFromError(f"--init-from {reference}: model {value} was not logged by a run (no source run)")
+    return str(run_id)
+
+
+def init_source_folder(
+    reference: str | None, settings: Settings, stack: ExitStack, tracking: tuple[Any, Any] | None = None
+) -> tuple[Path | None, str | None]:
+    """The run folder an ``--init-from`` MLflow reference names, downloaded into a temporary folder that
+    ``stack`` removes, and the MLflow run id it came from; ``(None, None)`` for a local folder (or
+    anything else: :mod:`heimdall.training.init_from` reads and refuses it by its name).
+
+    ``tracking``: an already connected ``(target, client)``; otherwise this connects (fail-fast).
+    """
+    kind = mlflow_reference(reference) if reference is not None and not Path(reference).exists() else None
+    if reference is None or kind is None:
+        return None, None
+    from heimdall.tracking.artifacts import download_run_artifact
+    from heimdall.tracking.connection import connect
+
+    target, client = tracking if tracking is not None else connect(settings)
+    run_id = _source_run_id(client, reference, kind[0], kind[1], target.display)
+    dst = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="heimdall-init-from-")))
+    for name in (*RUN_FILES, "report.json"):
+        try:
+            download_run_artifact(target, client, run_id, name, dst)
+        except Exception:
+            if name == "report.json":  # only says which checkpoint shipped
+                continue
+            raise InitFromError(
+                f"--init-from {reference}: MLflow run {run_id} has no {name} artifact (was it logged by "
+                "heimdall train?)"
+            ) from None
+    best = shipped_checkpoint(dst) or "best.ckpt"
+    try:
+        download_run_artifact(target, client, run_id, f"checkpoints/{best}", dst)
+    except Exception:
+        raise InitFromError(
+            f"--init-from {reference}: MLflow run {run_id} has no checkpoints/{best} artifact (runs logged "
+            "by heimdall train carry their best checkpoint)"
+        ) from None
+    return dst, run_id

@@ -26,13 +26,22 @@ made. Candidates are drawn and pre-checked in vectorised batches across slots.
 A receiver that does not hear stores noise only (the same noise realisation, without the signal), so
 for every row ``heard ⟺ snr_db ≥ detection_snr_db`` (v2: the blind estimate and `detection.heard`); in
 the astronomically unlikely event that pure noise measures above the threshold its noise is redrawn.
+
+Fixed sites (`heimdall.simulate.sites`, ``--sites FILE``). Slot k's site is drawn once, uniformly, from
+its own generator ``SeedSequence(s, spawn_key=(k,))``, so the keep rule never biases which site a session
+has; the slot's candidates then put the transmitter at that site (the two position draws are made and
+unused, so every other draw keeps its place in the stream) and take the site's `power_w` where it gives
+one. A site no candidate makes heard within `MAX_ATTEMPTS` attempts (and `MAX_SITE_RENDERS` renders) is
+a SitesError naming it, found before any session is drawn (:func:`check_sites_heard`, run eagerly by
+`simulate_sessions`). Session ids then also carry the sites' content hash, so a sites run never takes
+the ids (or the idempotent skip) of a uniform run.
 """
 
 from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -41,35 +50,55 @@ from numpy.typing import NDArray
 
 from heimdall.detection import heard as heard_rule
 from heimdall.errors import UserError
-from heimdall.simulate.propagation import mean_received_power_dbm
-from heimdall.simulate.rendering import (
-    Rendered,
-    fading_ceiling,
-    plausible_blind,
-    plausible_known_noise,
-    render_blind,
-    render_known_noise,
+from heimdall.simulate.candidates import (
+    MAX_ATTEMPTS,
+    MAX_KEYS_PER_DRAW,
+    Candidate,
+    PlacedSites,
+    draw_candidates,
+    first_plausible,
+    place_sites,
+    site_indices,
+    site_not_heard,
 )
+from heimdall.simulate.rendering import Rendered, render_blind, render_known_noise
 from heimdall.simulate.scenario import (
     IQ_BYTES_PER_SAMPLE,
     MAX_IQ_BYTES_PER_RECEIVER,
     MAX_IQ_BYTES_PER_SESSION,
-    SPEED_OF_LIGHT_M_S,
     Scenario,
-    ScenarioError,
 )
+from heimdall.simulate.sites import Sites
 from heimdall.simulate.world import World, build_world
+
+__all__ = [
+    "MAX_ATTEMPTS",
+    "Candidate",
+    "SimulatedReceiver",
+    "SimulatedSession",
+    "check_iq_size",
+    "check_sites_heard",
+    "draw_candidates",
+    "session_id_for",
+    "session_start_for",
+    "simulate_sessions",
+    "site_indices",
+]
 
 SESSION_NAMESPACE = uuid.UUID("5b0c7a3e-2f4d-5e61-9a8b-7c6d5e4f3a21")
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 SESSION_SPACING = timedelta(seconds=60)
 MIN_SAMPLES = 256
-MAX_ATTEMPTS = 100_000
 _BATCH = 64
+#: A fixed site's slot renders at most this many plausible candidates: where the pre-check is loose
+#: (short recordings) it cannot rule a dead site out, and `MAX_ATTEMPTS` renders would take minutes.
+MAX_SITE_RENDERS = 1000
 #: Most sessions one call simulates (shard bigger campaigns with `start`), and the largest session
 #: index (start + n_sessions), which keeps every session's start time a valid date.
 MAX_SESSIONS_PER_RUN = 1_000_000
 MAX_SESSION_INDEX = 1_000_000_000
+#: :func:`check_sites_heard` probes site i in slot ``_PROBE_SLOT + i``, beyond every session's slot.
+_PROBE_SLOT = MAX_SESSION_INDEX
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,130 +134,23 @@ class SimulatedSession:
     sample_rate_hz: float
     receivers: tuple[SimulatedReceiver, ...]
     speed_mps: float | None = None  # where the scenario draws a speed (v2); doppler_hz follows from it
+    site: int | None = None  # index into the run's `Sites` (fixed-site runs), else None
 
     @property
     def n_heard(self) -> int:
         return sum(r.heard for r in self.receivers)
 
 
-@dataclass(frozen=True, eq=False)
-class Candidate:
-    """The scalar draws of candidate (slot, attempt), before any IQ (exposed for distribution tests)."""
-
-    slot: int
-    attempt: int
-    enu: NDArray[np.float64]
-    latitude: float
-    longitude: float
-    band_index: int
-    tx_power_dbm: float
-    content: str
-    doppler_hz: float
-    speed_mps: float | None  # the transmitter's speed where the scenario draws one (v2), else None
-    rician_k_db: NDArray[np.float64]  # (R,)
-    frequency_offset_hz: NDArray[np.float64]  # (R,)
-    dynamic_shadowing_db: NDArray[np.float64]  # (R,) ε_r
-    mean_power_dbm: NDArray[np.float64]  # (R,) s_r
-    rng: np.random.Generator  # continues into the IQ stage
-
-
-def session_id_for(scenario: Scenario, seed: int, index: int) -> uuid.UUID:
-    """Deterministic session id: uuid5 of ``"{scenario}/{seed}/{index}"`` (re-runs are idempotent)."""
-    return uuid.uuid5(SESSION_NAMESPACE, f"{scenario.name}/{seed}/{index}")
+def session_id_for(scenario: Scenario, seed: int, index: int, sites: Sites | None = None) -> uuid.UUID:
+    """Deterministic session id: uuid5 of ``"{scenario}/{seed}/{index}"`` (re-runs are idempotent);
+    a fixed-site run appends ``"/sites/{sites.sha256}"``."""
+    key = f"{scenario.name}/{seed}/{index}" + ("" if sites is None else f"/sites/{sites.sha256}")
+    return uuid.uuid5(SESSION_NAMESPACE, key)
 
 
 def session_start_for(seed: int, index: int) -> datetime:
     """Deterministic UTC start time: a per-seed day (mod 10 years) plus one minute per session."""
     return EPOCH + timedelta(days=seed % 3650) + index * SESSION_SPACING
-
-
-def _pick(cumulative: NDArray[np.float64], u: NDArray[np.float64]) -> NDArray[np.int64]:
-    return np.minimum(np.searchsorted(cumulative, u, side="right"), len(cumulative) - 1)
-
-
-def _draw(world: World, seed: int, keys: list[tuple[int, int]]) -> list[Candidate]:
-    """Candidates for (slot, attempt) keys; scalar draws per generator, physics vectorised over keys."""
-    sc = world.scenario
-    n_rx = world.n_receivers
-    rngs = [np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=k))) for k in keys]
-    u = np.stack([g.random(6 + 2 * n_rx) for g in rngs])
-    eps = np.stack([g.standard_normal(n_rx) for g in rngs]) * sc.propagation.dynamic_shadowing_sigma_db
-
-    a = world.area
-    enu = np.column_stack([a.east_min + u[:, 0] * a.width_m, a.north_min + u[:, 1] * a.height_m])
-    lat, lon = world.frame.to_latlon(enu)
-    band = _pick(np.cumsum(world.band_probabilities), u[:, 2])
-    tx = sc.transmitter
-    power = tx.power_dbm_min + u[:, 3] * (tx.power_dbm_max - tx.power_dbm_min)
-    contents = list(tx.content)
-    content = _pick(np.cumsum([tx.content[c] for c in contents]), u[:, 4])
-    fad = sc.fading
-    if fad.by_speed:  # v2: the speed is drawn, the Doppler follows on the session's carrier
-        lo, hi = float(fad.speed_kmh_min) / 3.6, float(fad.speed_kmh_max) / 3.6  # type: ignore[arg-type]
-        speed = lo + u[:, 5] * (hi - lo)
-        doppler = speed * world.band_frequencies_hz[band] / SPEED_OF_LIGHT_M_S
-    else:
-        speed = np.full(len(keys), np.nan)
-        doppler = fad.doppler_hz_min + u[:, 5] * (fad.doppler_hz_max - fad.doppler_hz_min)  # type: ignore[operator]
-    k_db = fad.k_db_min + u[:, 6 : 6 + n_rx] * (fad.k_db_max - fad.k_db_min)
-    f_off = (2.0 * u[:, 6 + n_rx :] - 1.0) * sc.frequency_offset_max_hz
-    s = mean_received_power_dbm(world, lat, lon, band, power) + eps
-    return [
-        Candidate(
-            slot=k[0],
-            attempt=k[1],
-            enu=enu[i],
-            latitude=float(lat[i]),
-            longitude=float(lon[i]),
-            band_index=int(band[i]),
-            tx_power_dbm=float(power[i]),
-            content=contents[content[i]],
-            doppler_hz=float(doppler[i]),
-            speed_mps=float(speed[i]) if fad.by_speed else None,
-            rician_k_db=k_db[i],
-            frequency_offset_hz=f_off[i],
-            dynamic_shadowing_db=eps[i],
-            mean_power_dbm=s[i],
-            rng=rngs[i],
-        )
-        for i, k in enumerate(keys)
-    ]
-
-
-def draw_candidates(scenario: Scenario, seed: int, slots: Iterable[int], attempt: int = 0) -> list[Candidate]:
-    """Candidate draws (before the keep rule) of `slots` at one attempt: unbiased by the network."""
-    return _draw(build_world(scenario), seed, [(int(s), attempt) for s in slots])
-
-
-def _is_plausible(world: World, cand: Candidate, n_samples: int) -> bool:
-    """Can the candidate be heard by enough receivers (before any IQ; exact, see `rendering`)?"""
-    sc = world.scenario
-    if sc.snr_estimator == "blind":
-        ceiling_mw = 10.0 ** (cand.mean_power_dbm / 10.0) * fading_ceiling(cand.rician_k_db)
-        plausible = plausible_blind(world, ceiling_mw, n_samples)
-    else:
-        plausible = plausible_known_noise(world, cand.mean_power_dbm)
-    return int(plausible.sum()) >= sc.min_receivers_heard
-
-
-def _first_plausible(
-    world: World, seed: int, slots: list[int], attempt0: int, n_samples: int
-) -> dict[int, Candidate]:
-    found: dict[int, Candidate] = {}
-    pending, attempt = list(slots), attempt0
-    while pending:
-        if attempt - attempt0 > MAX_ATTEMPTS:
-            raise ScenarioError(
-                f"scenario {world.scenario.name!r}: no candidate heard by >= "
-                f"{world.scenario.min_receivers_heard} receivers in {MAX_ATTEMPTS} attempts: the scenario's "
-                "transmitters are too weak or its area too large"
-            )
-        for cand in _draw(world, seed, [(s, attempt) for s in pending]):
-            if _is_plausible(world, cand, n_samples):
-                found[cand.slot] = cand
-        pending = [s for s in pending if s not in found]
-        attempt += 1
-    return found
 
 
 def _render(world: World, cand: Candidate, n_samples: int) -> Rendered | None:
@@ -247,7 +169,7 @@ def _render(world: World, cand: Candidate, n_samples: int) -> Rendered | None:
 
 
 def _session(
-    world: World, seed: int, cand: Candidate, rendered: Rendered, duration_s: float
+    world: World, seed: int, cand: Candidate, rendered: Rendered, duration_s: float, sites: Sites | None
 ) -> SimulatedSession:
     sc = world.scenario
     iq, power, snr = rendered
@@ -269,7 +191,7 @@ def _session(
     enu.flags.writeable = False
     return SimulatedSession(
         index=cand.slot,
-        session_id=session_id_for(sc, seed, cand.slot),
+        session_id=session_id_for(sc, seed, cand.slot, sites),
         start=session_start_for(seed, cand.slot),
         latitude=cand.latitude,
         longitude=cand.longitude,
@@ -283,20 +205,47 @@ def _session(
         duration_s=duration_s,
         sample_rate_hz=sc.sample_rate_hz,
         receivers=receivers,
+        site=cand.site,
     )
 
 
+def _kept(
+    world: World,
+    seed: int,
+    cand: Candidate,
+    n_samples: int,
+    placed: PlacedSites | None,
+    site_of: dict[int, int] | None,
+) -> tuple[Candidate, Rendered]:
+    """Render the slot's plausible candidates from `cand` on until one is heard (the keep rule).
+
+    A fixed site's slot has `MAX_ATTEMPTS` attempts in all and at most `MAX_SITE_RENDERS` renders."""
+    renders = 0
+    while (rendered := _render(world, cand, n_samples)) is None:
+        renders += 1
+        last = None
+        if placed is not None and site_of is not None:
+            if renders >= MAX_SITE_RENDERS:
+                within = f"{MAX_SITE_RENDERS} rendered candidates"
+                raise site_not_heard(world, placed.sites, site_of[cand.slot], within)
+            last = MAX_ATTEMPTS
+        cand = first_plausible(world, seed, [cand.slot], cand.attempt + 1, n_samples, placed, site_of, last)[
+            cand.slot
+        ]
+    return cand, rendered
+
+
 def _generate(
-    world: World, seed: int, slots: range, n_samples: int, duration_s: float
+    world: World, seed: int, slots: range, n_samples: int, duration_s: float, placed: PlacedSites | None
 ) -> Iterator[SimulatedSession]:
+    sites = None if placed is None else placed.sites
     for b0 in range(slots.start, slots.stop, _BATCH):
         batch = list(range(b0, min(b0 + _BATCH, slots.stop)))
-        first = _first_plausible(world, seed, batch, 0, n_samples)
+        site_of = None if sites is None else site_indices(seed, batch, len(sites))
+        first = first_plausible(world, seed, batch, 0, n_samples, placed, site_of)
         for slot in batch:
-            cand = first[slot]
-            while (rendered := _render(world, cand, n_samples)) is None:
-                cand = _first_plausible(world, seed, [slot], cand.attempt + 1, n_samples)[slot]
-            yield _session(world, seed, cand, rendered, duration_s)
+            cand, rendered = _kept(world, seed, first[slot], n_samples, placed, site_of)
+            yield _session(world, seed, cand, rendered, duration_s, sites)
 
 
 def check_iq_size(scenario: Scenario, n_samples: int, what: str) -> None:
@@ -321,22 +270,69 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB" if n < 2**40 else f"{n / 2**40:,.0f} TiB"
 
 
+def _n_samples(scenario: Scenario, duration_s: float | None) -> int:
+    """Samples per recording of `duration_s` (default the scenario's), checked against the bounds."""
+    duration = scenario.default_duration_s if duration_s is None else float(duration_s)
+    if not (duration > 0.0 and math.isfinite(duration)):
+        raise UserError(f"duration_s must be a finite number > 0, got {duration_s!r}")
+    n_samples = round(duration * scenario.sample_rate_hz)
+    if n_samples < MIN_SAMPLES:
+        raise UserError(
+            f"duration_s={duration} gives {n_samples} samples at {scenario.sample_rate_hz:g} Hz;"
+            f" at least {MIN_SAMPLES} are needed"
+        )
+    check_iq_size(scenario, n_samples, f"duration_s={duration:g}")
+    return n_samples
+
+
+def check_sites_heard(scenario: Scenario, sites: Sites, seed: int, duration_s: float | None = None) -> None:
+    """Refuse (SitesError naming it) a site outside the area or one no candidate can make heard in
+    `MAX_ATTEMPTS` attempts; :func:`simulate_sessions` does this eagerly for a fixed-site run."""
+    world = build_world(scenario)
+    _check_heard(world, place_sites(world, sites), int(seed), _n_samples(scenario, duration_s))
+
+
+_HEARD: dict[tuple[str, str, int, int], None] = {}  # probes passed in this process (a few kept)
+
+
+def _check_heard(world: World, placed: PlacedSites, seed: int, n_samples: int) -> None:
+    """Keep one probe session per site, in slots no session uses: the pre-check vectorised over sites
+    (seconds for a site it rules out), then a render until heard (where the pre-check is loose, at short
+    durations, up to `MAX_SITE_RENDERS`). Milliseconds per site that can be heard; once per process and
+    run (shards and batches reuse it)."""
+    key = (world.scenario.content_sha256, placed.sites.sha256, seed, n_samples)
+    if key in _HEARD:
+        return
+    n = len(placed.sites)
+    for b0 in range(0, n, MAX_KEYS_PER_DRAW):
+        probe = {_PROBE_SLOT + i: i for i in range(b0, min(b0 + MAX_KEYS_PER_DRAW, n))}
+        first = first_plausible(world, seed, list(probe), 0, n_samples, placed, probe, MAX_ATTEMPTS)
+        for slot in probe:
+            _kept(world, seed, first[slot], n_samples, placed, probe)
+    if len(_HEARD) >= 16:
+        _HEARD.pop(next(iter(_HEARD)))
+    _HEARD[key] = None
+
+
 def simulate_sessions(
     scenario: Scenario,
     n_sessions: int,
     seed: int,
     duration_s: float | None = None,
     start: int = 0,
+    sites: Sites | None = None,
 ) -> Iterator[SimulatedSession]:
     """Kept sessions ``start … start + n_sessions − 1`` of the run `seed`, in index order (lazy).
 
     ``duration_s`` defaults to the scenario's; the recording has ``round(duration_s·fs)`` samples and
-    the session reports that exact length as its duration.
+    the session reports that exact length as its duration. With `sites`, every session's transmitter is
+    at one of them (see the module docstring).
 
     Arguments are validated eagerly: UserError (a ValueError) for a negative count, seed or start, a
     non-positive duration, one shorter than 256 samples, or sizes above the caps: more than
     `MAX_SESSIONS_PER_RUN` sessions, a session index beyond `MAX_SESSION_INDEX`, recordings above
-    64 MiB of complex64 IQ per receiver or 512 MiB per session (see :func:`check_iq_size`).
+    64 MiB of complex64 IQ per receiver or 512 MiB per session (see :func:`check_iq_size`); SitesError
+    for a site outside the scenario's area or one no draw can make heard (:func:`check_sites_heard`).
     """
     if int(n_sessions) != n_sessions or n_sessions < 0:
         raise UserError(f"n_sessions must be a non-negative integer, got {n_sessions!r}")
@@ -354,16 +350,10 @@ def simulate_sessions(
             f"start + n_sessions = {start + n_sessions} exceeds the largest session index "
             f"{MAX_SESSION_INDEX:,}"
         )
-    duration = scenario.default_duration_s if duration_s is None else float(duration_s)
-    if not (duration > 0.0 and math.isfinite(duration)):
-        raise UserError(f"duration_s must be a finite number > 0, got {duration_s!r}")
-    n_samples = round(duration * scenario.sample_rate_hz)
-    if n_samples < MIN_SAMPLES:
-        raise UserError(
-            f"duration_s={duration} gives {n_samples} samples at {scenario.sample_rate_hz:g} Hz;"
-            f" at least {MIN_SAMPLES} are needed"
-        )
-    check_iq_size(scenario, n_samples, f"duration_s={duration:g}")
+    n_samples = _n_samples(scenario, duration_s)
     world = build_world(scenario)
+    placed = None if sites is None else place_sites(world, sites)
+    if placed is not None and n_sessions > 0:
+        _check_heard(world, placed, int(seed), n_samples)
     slots = range(int(start), int(start) + int(n_sessions))
-    return _generate(world, int(seed), slots, n_samples, n_samples / scenario.sample_rate_hz)
+    return _generate(world, int(seed), slots, n_samples, n_samples / scenario.sample_rate_hz, placed)

@@ -224,8 +224,9 @@ def onnx_signature(model_path: Path) -> Any:
         if loc.input_kind == "iq"
         else TensorSpec(f32, (-1, r, 4), "scalars")
     )
+    carrier = [TensorSpec(f32, (-1,), "frequency_hz")] if loc.reads_frequency else []  # contract 2
     return ModelSignature(
-        inputs=Schema([first, TensorSpec(f32, (-1, r), "receiver_mask")]),
+        inputs=Schema([first, TensorSpec(f32, (-1, r), "receiver_mask"), *carrier]),
         outputs=Schema(
             [TensorSpec(f32, (-1, 2), "position_enu_m"), TensorSpec(f32, (-1, 2, 2), "covariance_enu_m2")]
         ),
@@ -250,7 +251,13 @@ def _input_example(
         log.warning("no input example for the logged model: %s", redact_text(str(exc)))
         return None
     first = "iq" if loc.input_kind == "iq" else "scalars"
-    return {first: inputs.inputs, "receiver_mask": inputs.receiver_mask}
+    example = {first: inputs.inputs, "receiver_mask": inputs.receiver_mask}
+    if loc.reads_frequency:  # JSON has no NaN: an unknown carrier is given as the one the model assumes
+        import numpy as np
+
+        f = inputs.frequency_hz if inputs.frequency_hz is not None else loc.frequency_fill_hz
+        example["frequency_hz"] = np.array([1e6 if f is None else f], np.float32)  # None: carrier ignored
+    return example
 
 
 def log_onnx_model(

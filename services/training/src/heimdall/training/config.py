@@ -39,6 +39,11 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     use_spectrogram: bool = True
+    #: feed the session's carrier band to the network (heimdall.model.LocalizationNet use_frequency)
+    use_frequency: bool = True
+    #: what ships (heimdall.training.champion): "auto" = the network, the radio map or their fusion,
+    #: whichever has the lowest validation RMSE; "network" / "radiomap" force one
+    localizer: Literal["auto", "network", "radiomap"] = "auto"
     embed_dim: int = Field(64, ge=8, le=512)
     cnn_channels: int = Field(64, ge=4, le=512)
     pooling: Literal["attention", "mean"] = "attention"
@@ -118,6 +123,13 @@ class TrainConfig(BaseModel):
     num_nodes: int = Field(1, ge=1, le=MAX_DEVICES)
     strategy: str = "auto"
     num_workers: int = Field(0, ge=0, le=256)
+    # fine-tuning: start from the weights (and normalisation) of an earlier run of the same network: a
+    # run folder written by `heimdall train`, an MLflow run id, or a registered model (models:/NAME/VERSION,
+    # models:/NAME@ALIAS, NAME@ALIAS); heimdall.training.init_from checks it fits before any training
+    init_from: str | None = Field(None, min_length=1, max_length=4096)
+    # outage augmentation: each present receiver of a training session is hidden with this probability
+    # (at least min_receivers heard kept per session; never in validation/test), heimdall.data.augment
+    receiver_dropout: float = Field(0.0, ge=0.0, le=0.9)
     output_dir: Path = Path("models")
     model: ModelConfig = Field(default_factory=ModelConfig)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
@@ -133,6 +145,13 @@ class TrainConfig(BaseModel):
     @classmethod
     def _split_spelling(cls, v: Any) -> Any:
         return v.replace("-", "_") if isinstance(v, str) else v
+
+    @field_validator("init_from")
+    @classmethod
+    def _init_from(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("init_from must name a run folder, an MLflow run id or a registered model")
+        return v.strip() if v is not None else v
 
     @field_validator("devices", mode="before")
     @classmethod

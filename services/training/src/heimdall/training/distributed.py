@@ -20,10 +20,12 @@ process from its environment, before Lightning is set up, whether it is rank 0.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -49,12 +51,44 @@ def is_rank_zero(environ: Mapping[str, str] | None = None) -> bool:
     return all(env.get(name, "0").strip() in ("", "0") for name in RANK_VARIABLES)
 
 
+#: cgroup v2 and v1 files of the CPU bandwidth quota (a container's ``--cpus``)
+CGROUP_CPU_FILES = (Path("/sys/fs/cgroup/cpu.max"), Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us"))
+
+
+def cgroup_cpu_limit(files: tuple[Path, ...] = CGROUP_CPU_FILES) -> int | None:
+    """Whole cores the cgroup's CPU quota allows (rounded up), None when unlimited or unknown.
+
+    A container limited with ``--cpus 2`` on a 64-core host still sees 64 cores in its affinity mask:
+    only the quota (``cpu.max`` "QUOTA PERIOD", or v1 ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``) says 2.
+    """
+    for path in files:
+        try:
+            text = path.read_text().split()
+            if path.name == "cpu.max":
+                quota, period = text[0], text[1] if len(text) > 1 else "100000"
+            else:
+                quota, period = text[0], (path.parent / "cpu.cfs_period_us").read_text().split()[0]
+        except (OSError, IndexError):
+            continue
+        if quota in ("max", "-1"):
+            return None
+        try:
+            q, p = int(quota), int(period)
+        except ValueError:
+            continue
+        if q > 0 and p > 0:
+            return max(1, -(-q // p))
+    return None
+
+
 def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    """CPU cores this process may really use: its affinity mask (a cpuset), capped by the cgroup quota."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+        cores = max(1, os.cpu_count() or 1)
+    quota = cgroup_cpu_limit()
+    return min(cores, quota) if quota is not None else cores
 
 
 def processes_per_node(accelerator: str, devices: str, strategy: str) -> int:
@@ -67,6 +101,24 @@ def processes_per_node(accelerator: str, devices: str, strategy: str) -> int:
 def threads_per_process(processes: int, cores: int | None = None) -> int:
     """Intra-op threads per rank so that the ranks of one node share its cores without oversubscribing."""
     return max(1, (available_cores() if cores is None else cores) // max(1, processes))
+
+
+def limit_torch_threads(processes: int = 1) -> tuple[int, int]:
+    """Cap torch's intra- and inter-op threads at this process's share of the available cores.
+
+    torch starts one thread per core it sees, which ignores a cgroup quota and other ranks on the node:
+    on a loaded 2-core machine that oversubscription made an epoch take minutes instead of seconds. The
+    cap never raises a lower count (``OMP_NUM_THREADS``, an earlier call); inter-op threads can only be
+    set before torch's first parallel work, so a later call leaves them. Returns (intra, inter).
+    """
+    share = threads_per_process(processes)
+    if torch.get_num_threads() > share:
+        torch.set_num_threads(share)
+    if torch.get_num_interop_threads() > share:
+        # RuntimeError: parallel work has started in this process, the count is fixed until it exits
+        with contextlib.suppress(RuntimeError):
+            torch.set_num_interop_threads(share)
+    return torch.get_num_threads(), torch.get_num_interop_threads()
 
 
 class GlobalBatchShards(Sampler[tuple[list[int], float]]):
@@ -107,7 +159,8 @@ class GlobalBatchShards(Sampler[tuple[list[int], float]]):
 
 
 class WeightedShards(Dataset[tuple[Any, ...]]):
-    """A training dataset indexed by ``(indices, weight)``: the batch with its loss weight appended."""
+    """A training dataset indexed by ``(indices, weight)``: the batch with its loss weight appended
+    (element :data:`heimdall.training.module.WEIGHT`, after spectrogram … sigma)."""
 
     def __init__(self, base: Dataset[Any]) -> None:
         self.base = base

@@ -9,8 +9,10 @@ from torch import Tensor, nn
 
 from heimdall.loss import gaussian_nll_2d
 
-#: spectrogram, scalars, mask, target, sigma[, loss weight of a DDP rank's share]
+#: spectrogram, scalars, mask, frequency_hz, target, sigma[, loss weight of a DDP rank's share]
 Batch = tuple[Tensor, ...]
+#: Index of a DDP rank's loss weight in a batch (heimdall.training.distributed.WeightedShards)
+WEIGHT = 6
 
 
 class LocalizationModule(pl.LightningModule):
@@ -26,17 +28,19 @@ class LocalizationModule(pl.LightningModule):
         self._val_errors: list[Tensor] = []
         self.history: list[dict[str, float]] = []
 
-    def forward(self, spectrogram: Tensor, scalars: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        return self.net(spectrogram, scalars, mask)
+    def forward(
+        self, spectrogram: Tensor, scalars: Tensor, mask: Tensor, frequency_hz: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        return self.net(spectrogram, scalars, mask, frequency_hz)
 
     def model_step(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Loss and per-session error (m) of one batch; shared by train, validation and test.
 
-        A sixth element (a DDP rank's share of a global batch, heimdall.training.distributed) is its
+        A seventh element (a DDP rank's share of a global batch, heimdall.training.distributed) is its
         loss weight and is applied by :meth:`training_step`, not here.
         """
-        spec, scal, mask, target, sigma = batch[:5]
-        position, scale_tril = self.net(spec, scal, mask)
+        spec, scal, mask, frequency_hz, target, sigma = batch[:WEIGHT]
+        position, scale_tril = self.net(spec, scal, mask, frequency_hz)
         nll = gaussian_nll_2d(position, scale_tril, target, sigma)
         error = torch.linalg.vector_norm(position.detach() - target, dim=-1)
         return nll.mean(), error
@@ -55,7 +59,7 @@ class LocalizationModule(pl.LightningModule):
         )
         # a rank's share of a global batch: weight = world_size · share / batch, so that DDP's gradient
         # average equals the gradient of the global batch's mean loss
-        return loss * batch[5] if len(batch) > 5 else loss
+        return loss * batch[WEIGHT] if len(batch) > WEIGHT else loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         loss, error = self.model_step(batch)
@@ -87,16 +91,20 @@ class LocalizationModule(pl.LightningModule):
 
 @torch.no_grad()
 def predict_arrays(
-    net: nn.Module, spec: Tensor, scal: Tensor, mask: Tensor, batch: int = 512
+    net: nn.Module, spec: Tensor, scal: Tensor, mask: Tensor, frequency_hz: Tensor, batch: int = 512
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (N,2) and covariances (N,2,2) in float64 metres for whole arrays, in eval mode."""
+    """Positions (N,2) and covariances (N,2,2) in float64 metres for whole arrays, in eval mode.
+
+    ``frequency_hz`` (N,) is each session's carrier in Hz (NaN = unknown: the training median band).
+    """
     from heimdall.loss import covariance_from_tril
 
     was_training = net.training
     net.eval()
     pos, cov = [], []
     for i in range(0, spec.shape[0], batch):
-        p, tril = net(spec[i : i + batch], scal[i : i + batch], mask[i : i + batch])
+        rows = slice(i, i + batch)
+        p, tril = net(spec[rows], scal[rows], mask[rows], frequency_hz[rows])
         pos.append(p.double().numpy())
         cov.append(covariance_from_tril(tril).double().numpy())
     net.train(was_training)

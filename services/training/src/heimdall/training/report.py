@@ -120,6 +120,8 @@ class TrainReport(_Part):
     #: absent in reports written before calibration shipped
     calibration: Calibration | None = None
     baselines: Baselines
+    #: which localiser ships (network, radio map or fusion) and every candidate's validation RMSE
+    localizer: dict[str, Any] | None = None
     onnx: OnnxSummary
     frame_origin: FrameOrigin
     network: dict[str, Any]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import pickle
 import sys
 import time
 import uuid
@@ -31,17 +30,19 @@ from heimdall.errors import UserError
 from heimdall.evaluate.plots import plot_loss_curves
 from heimdall.model import LocalizationNet
 from heimdall.services import Services
+from heimdall.training.champion import choose_localizer, localizer_line
 from heimdall.training.config import ATTENTION_HEADS, ConfigError, TrainConfig
 from heimdall.training.distributed import (
-    ShardedDataModule,
     end_non_zero_rank,
     is_rank_zero,
+    limit_torch_threads,
     processes_per_node,
-    threads_per_process,
 )
+from heimdall.training.init_from import check_checkpoint, check_fits, source_for_run
 from heimdall.training.module import LocalizationModule
 from heimdall.training.report import TrainReport
 from heimdall.training.shipping import finish_run
+from heimdall.training.train_data import TrainingDataModule
 
 log = logging.getLogger("heimdall.training")
 
@@ -70,6 +71,10 @@ def build_net(config: TrainConfig, arrays: SessionArrays) -> LocalizationNet:
         dropout=m.dropout,
         cnn_channels=m.cnn_channels,
         n_attention_layers=m.n_attention_layers,
+        use_frequency=m.use_frequency,
+        **LocalizationNet.band_constants(
+            None if arrays.frequency_hz is None else arrays.frequency_hz[arrays.indices("train")]
+        ),
     )
 
 
@@ -220,30 +225,6 @@ def resume_checkpoint(output_dir: Path) -> Path | None:
     return last if last.is_file() else None
 
 
-def check_checkpoint(path: Path) -> dict[str, Any]:
-    """The ``state_dict`` of a checkpoint to resume from, loaded weights-only; UserError if unusable.
-
-    A checkpoint holding pickled Python objects is refused without unpickling it (that could run
-    arbitrary code); a truncated or foreign file fails here with its name, not deep inside Lightning.
-    """
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserError(
-            f"checkpoint {path} holds pickled Python objects, not only weights: refused "
-            "(loading it could run arbitrary code); resume only from checkpoints heimdall train wrote"
-        ) from None
-    except Exception as exc:  # truncated zip, empty file, …: torch raises many unrelated types
-        first = (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__
-        raise UserError(
-            f"checkpoint {path} is truncated or not a PyTorch checkpoint ({type(exc).__name__}: {first})"
-        ) from None
-    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise UserError(f"checkpoint {path} is not a Lightning training checkpoint (no state_dict)")
-    return state
-
-
 def _check_resumable(state: Mapping[str, Any], module: torch.nn.Module, path: Path) -> None:
     """The checkpoint's weights must fit the network built for this run (same receivers and shapes)."""
     own = module.state_dict()
@@ -278,6 +259,7 @@ def run_training(
     callbacks: Sequence[pl.Callback] = (),
     split_override: Mapping[str, Sequence[str]] | None = None,
     echo: Callable[[str], None] | None = None,
+    init_dir: Path | None = None,
 ) -> TrainResult:
     """Train, evaluate on the held-out split, export and verify ONNX, write the report.
 
@@ -290,17 +272,21 @@ def run_training(
 
     ``echo`` receives the console lines (split sizes before fit, one line per epoch when ``progress`` and
     stderr is not a terminal, how training ended); by default they go to the ``heimdall.training`` log.
+
+    ``config.init_from`` starts from an earlier run's weights and normalisation
+    (:mod:`heimdall.training.init_from`), read from ``init_dir`` (its run folder, e.g. downloaded from
+    MLflow by :mod:`heimdall.jobs.train`), else from the folder ``config.init_from`` names.
     """
     say = echo or log.info
     out = check_output_dir(Path(config.output_dir), "output_dir")
     # validate what --resume continues from before any data is read
     resume_ckpt = resume_checkpoint(out) if resume else None
     resume_state = check_checkpoint(resume_ckpt) if resume_ckpt is not None else None
+    source = source_for_run(config, init_dir)
     pl.seed_everything(config.seed, workers=True)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    ranks_here = processes_per_node(config.accelerator, config.devices, config.strategy)
-    if ranks_here > 1:  # the ranks of this node share its cores
-        torch.set_num_threads(threads_per_process(ranks_here))
+    # the ranks of this node share the cores this process may really use (affinity, cgroup quota)
+    limit_torch_threads(processes_per_node(config.accelerator, config.devices, config.strategy))
     feature_config = config.features.to_feature_config()
     t_load = time.perf_counter()
     arrays = load_session_arrays(
@@ -327,8 +313,19 @@ def run_training(
         log.warning(
             "batch size %d > %d training sessions: using %d", config.batch_size, counts["train"], batch_size
         )
-    dm = ShardedDataModule(arrays, batch_size=batch_size, seed=config.seed, num_workers=config.num_workers)
     net = build_net(config, arrays)
+    if source is not None:  # before any training: one line naming what differs
+        check_fits(source, config, arrays, net)
+        source.load_into(net)
+    dm = TrainingDataModule(
+        arrays,
+        batch_size=batch_size,
+        seed=config.seed,
+        num_workers=config.num_workers,
+        stats=source.stats if source is not None else None,  # fine-tuning keeps the source's inputs
+        receiver_dropout=config.receiver_dropout,
+        min_heard=config.min_receivers,
+    )
     module = LocalizationModule(net, config.learning_rate, config.weight_decay, config.epochs)
     ckpt_dir = out / "checkpoints"
     try:
@@ -361,9 +358,13 @@ def run_training(
     best_path = Path(best_cb.best_model_path) if best_cb.best_model_path else last
     _load_weights(net, best_path)
     model_id = model_id or uuid.uuid4().hex
-    figures = finish_run(config, services, arrays, dm, net, out, model_id)
+    shipped, localizer = choose_localizer(net, dm, arrays, config.model.localizer)
+    if is_rank_zero():
+        say(localizer_line(localizer))
+    figures = finish_run(config, services, arrays, dm, shipped, out, model_id)
     figures.update(
         {
+            "localizer": localizer,
             "n_train": counts["train"],
             "n_val": counts["val"],
             "n_test": counts["test"],

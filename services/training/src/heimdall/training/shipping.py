@@ -57,7 +57,7 @@ PARITY_TOLERANCE_M = 1.0
 def fit_calibration(net: LocalizationNet, dm: HeimdallDataModule, arrays: SessionArrays) -> dict[str, Any]:
     """The covariance scale fitted on validation (:func:`calibration_scale`), as it ships."""
     val, vidx = dm.datasets["val"], arrays.indices("val")
-    pos, cov = predict_arrays(net, val.spectrogram, val.scalars, val.mask)
+    pos, cov = predict_arrays(net, val.spectrogram, val.scalars, val.mask, val.frequency_hz)
     fitted = calibration_scale(pos, cov, arrays.target_enu_m[vidx], arrays.target_sigma_m[vidx])
     if fitted["on_grid_edge"]:
         log.warning(
@@ -93,7 +93,7 @@ def finish_run(
     scale = calibration["covariance_scale"]
     test = dm.datasets["test"]
     frame = arrays.network.frame
-    pos, raw_cov = predict_arrays(net, test.spectrogram, test.scalars, test.mask)
+    pos, raw_cov = predict_arrays(net, test.spectrogram, test.scalars, test.mask, test.frequency_hz)
     cov = raw_cov * scale
     idx = arrays.indices("test")
     lat, lon = frame.to_latlon(pos)
@@ -140,7 +140,7 @@ def _split_metrics(
     net: LocalizationNet, data: Any, arrays: SessionArrays, idx: np.ndarray, scale: float
 ) -> dict[str, float]:
     """The shipped (calibrated) model's figures on one split: validation is what model choices read."""
-    pos, cov = predict_arrays(net, data.spectrogram, data.scalars, data.mask)
+    pos, cov = predict_arrays(net, data.spectrogram, data.scalars, data.mask, data.frequency_hz)
     lat, lon = arrays.network.frame.to_latlon(pos)
     err = errors_m(np.stack([lat, lon], axis=1), arrays.truth_latlon[idx])
     truth, sigma = arrays.target_enu_m[idx], arrays.target_sigma_m[idx]
@@ -157,9 +157,10 @@ def _raw_inputs(
     indices: np.ndarray,
     from_iq: bool,
     feature_config: FeatureConfig,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sessions' inputs as the inference service builds them (:func:`heimdall.inference.inputs`)."""
-    from heimdall.data.recordings import arrays_power, arrays_recordings
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The sessions' inputs as the inference service builds them (:func:`heimdall.inference.inputs`),
+    with each session's carrier (NaN = unknown) as the third input of the ONNX contract."""
+    from heimdall.data.recordings import arrays_frequencies, arrays_power, arrays_recordings
     from heimdall.inference.inputs import InputSpec, batch_inputs
 
     spec = InputSpec(
@@ -173,7 +174,8 @@ def _raw_inputs(
         x, mask = batch_inputs(spec, recordings=recordings)
     else:
         x, mask = batch_inputs(spec, power=arrays_power(arrays, indices))
-    return torch.from_numpy(x), torch.from_numpy(mask)
+    frequency = arrays_frequencies(arrays, indices)
+    return torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(frequency)
 
 
 def _export(
@@ -218,9 +220,9 @@ def _export(
     return {
         "path": str(path),
         "object_key": f"{services.settings.models_bucket}/{key}",
-        "inputs": "iq (B,R,2,T) float32 + receiver_mask (B,R)"
+        "inputs": "iq (B,R,2,T) float32 + receiver_mask (B,R) + frequency_hz (B,)"
         if from_iq
-        else "scalars (B,R,4) + receiver_mask (B,R)",
+        else "scalars (B,R,4) + receiver_mask (B,R) + frequency_hz (B,)",
         "max_position_diff_m": parity["max_position_diff_m"],
         "median_position_diff_m": parity["median_position_diff_m"],
         "max_covariance_rel_diff": parity["max_covariance_rel_diff"],

@@ -1,0 +1,1 @@
+"""Physics-first localisation: per-receiver radio maps (path loss plus a learned residual field)."""
