@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from _machine import machine
+from _notes import reading_notes, summary_table
 
 from heimdall.evaluate.report import EvaluationReport
 
@@ -20,6 +21,27 @@ ORACLE = "bayes_oracle"
 #: beside this file) for the comparison table; v1's data and models are not rebuilt by this script.
 V1_MAIN = {"model": 36_584, ORACLE: 34_063, "knn_fingerprint": 36_380, "log_distance_nls": 41_066,
            "weighted_centroid": 41_735}  # fmt: skip
+
+
+#: final runs: (title, RMSE ≤ factor × oracle, median ≤ factor × oracle or None), in RESULTS.md order
+REGIMES: dict[str, tuple[str, float | None, float | None]] = {
+    "nw-italy-10k": ("10,000 uniform training sessions, 2,000 test", 1.05, 1.10),
+    "nw-italy-1k": ("Small data: 1,000 uniform training sessions, same test set", 1.10, None),
+    "nw-italy-300": ("Small data: 300 uniform training sessions, same test set", 1.15, None),
+    "nw-italy-100": ("Small data: 100 uniform training sessions, same test set", 1.25, None),
+    "nw-italy-sites": (
+        "Fixed sites: 1,500 sessions from 15 transmitter sites, same uniform test set",
+        None,
+        None,
+    ),
+    "nw-italy-sites-finetune": (
+        "Fixed sites, fine-tuned from the 10k model (heimdall train --init-from), same test set",
+        None,
+        None,
+    ),
+}
+#: sizes from which the model must be significantly better than every baseline (not only not worse)
+SIGNIFICANT_FROM = ("nw-italy-10k", "nw-italy-1k")
 
 
 @dataclass(frozen=True)
@@ -83,10 +105,21 @@ def tuning_lines(ev: EvaluationReport) -> list[str]:
     return ["Baselines tuned on validation (chosen value and grid):", "", *out, ""] if out else []
 
 
-def targets(ev: EvaluationReport, rmse_factor: float, median_factor: float | None) -> list[str]:
+def targets(
+    ev: EvaluationReport,
+    rmse_factor: float | None,
+    median_factor: float | None,
+    significant: bool = False,
+    versus_nls: bool = False,
+) -> list[str]:
     m, o = ev.methods["model"], ev.methods.get(ORACLE)
     lines = ["| target (docs/EVALUATION.md, Targets) | measured | verdict |", "|---|---|---|"]
-    if o:
+    if versus_nls and "log_distance_nls" in ev.methods:
+        nls = ev.methods["log_distance_nls"].rmse_m
+        lines.append(
+            f"| RMSE ≤ log-distance NLS | ×{m.rmse_m / nls:.3f} of NLS | {verdict(m.rmse_m <= nls)} |"
+        )
+    if o and rmse_factor:
         lines.append(
             f"| RMSE ≤ {rmse_factor:.2f} × oracle | ×{m.rmse_m / o.rmse_m:.3f} | "
             f"{verdict(m.rmse_m <= rmse_factor * o.rmse_m)} |"
@@ -108,6 +141,27 @@ def targets(ev: EvaluationReport, rmse_factor: float, median_factor: float | Non
         f"{better or 'none'} | "
         f"{verdict(not better)} |"
     )
+    worse_median = [
+        n for n, x in ev.methods.items() if n not in ("model", ORACLE) and x.median_error_m < m.median_error_m
+    ]
+    lines.append(
+        f"| median not worse than any baseline | baselines with a lower median: {worse_median or 'none'} | "
+        f"{verdict(not worse_median)} |"
+    )
+    if significant:
+        not_beaten = [
+            n
+            for n, x in ev.methods.items()
+            if n not in ("model", ORACLE)
+            and not (
+                x.bootstrap["rmse_m"].diff_vs_reference is not None
+                and x.bootstrap["rmse_m"].diff_vs_reference.ci95_low > 0
+            )
+        ]
+        lines.append(
+            "| RMSE significantly better than each baseline (95 % paired bootstrap) | not significantly "
+            f"beaten: {not_beaten or 'none'} | {verdict(not not_beaten)} |"
+        )
     for label, got, want in (("1σ", m.coverage_1sigma, 0.393), ("2σ", m.coverage_2sigma, 0.865)):
         lines.append(
             f"| {label} coverage {100 * want:.1f} ± 3 % (shipped calibration) | {100 * got:.1f} % | "
@@ -239,17 +293,31 @@ def speed_tables(here: Path, root: Path, commands: list[str]) -> list[str]:
     return lines
 
 
-def final_section(run: Run, title: str, rmse_factor: float, median_factor: float | None) -> list[str]:
+def localizer_line(rep: dict[str, Any]) -> str:
+    """Which localiser the run shipped and the validation RMSE of every candidate."""
+    loc = rep.get("localizer") or {}
+    scores = loc.get("val_rmse_m") or {}
+    listed = ", ".join(f"{k} {f0(v)} m" for k, v in scores.items())
+    weight = f" (radio-map weight {loc['fusion_weight']:g})" if "fusion_weight" in loc else ""
+    name = loc.get("localizer", "network")
+    return f"Shipped localiser: **{name}**{weight}, chosen on validation RMSE ({listed or 'n/a'})."
+
+
+def final_section(run: Run) -> list[str]:
     rep, ev = run.report, run.evaluation
     assert ev is not None
+    title, rmse_factor, median_factor = REGIMES[run.name]
     lines = [
         f"## {title}",
         "",
-        f"Train/val/test sessions: {rep['n_train']}/{rep['n_val']}/{rep['n_test']}.",
+        f"Train/val/test sessions: {rep['n_train']}/{rep['n_val']}/{rep['n_test']}."
+        + (f" Started from `{rep['config'].get('init_from')}`." if rep["config"].get("init_from") else ""),
+        "",
+        localizer_line(rep),
         "",
         *methods_table(ev),
         "",
-        *targets(ev, rmse_factor, median_factor),
+        *targets(ev, rmse_factor, median_factor, run.name in SIGNIFICANT_FROM, "sites" in run.name),
         "",
         training_line(rep),
         "",
@@ -270,6 +338,8 @@ def powder_section(run: Run) -> list[str]:
         "",
         f"Train/val/test: {rep['n_train']}/{rep['n_val']}/{rep['n_test']} (validation carved from "
         "train by time blocks).",
+        "",
+        localizer_line(rep),
         "",
         *methods_table(ev),
         "",
@@ -308,14 +378,10 @@ def write_results(
         "",
         *validation_table(ablations, chosen, model_block),
     ]
-    if "nw-italy-10k" in by_name:
-        L += final_section(
-            by_name["nw-italy-10k"], f"{scenario}: 10,000 training sessions, 2,000 test", 1.05, 1.10
-        )
-    if "nw-italy-1k" in by_name:
-        L += final_section(
-            by_name["nw-italy-1k"], "Small data: 1,000 training sessions, same test set", 1.10, None
-        )
+    L += summary_table(finals, powder)
+    for name in REGIMES:
+        if name in by_name:
+            L += final_section(by_name[name])
     L += v1_comparison(by_name.get("nw-italy-10k"))
     for run in powder:
         L += powder_section(run)
@@ -325,71 +391,3 @@ def write_results(
     path = here / "RESULTS.md"
     path.write_text("\n".join(L))
     return path
-
-
-def reading_notes(finals: dict[str, Run], powder: list[Run]) -> list[str]:
-    """What the figures say and what limits each unmet target, computed from the figures themselves."""
-    main, small = finals.get("nw-italy-10k"), finals.get("nw-italy-1k")
-    if not (main and small and main.evaluation and small.evaluation):
-        return []
-    m10, m1 = main.evaluation.methods["model"], small.evaluation.methods["model"]
-    o = main.evaluation.methods.get(ORACLE)
-    if o is None:
-        return []
-    knn = main.evaluation.methods["knn_fingerprint"]
-    nls = main.evaluation.methods["log_distance_nls"]
-    lines = [
-        "## Reading these results",
-        "",
-        f"- **Gap to the oracle.** The model is ×{m10.rmse_m / o.rmse_m:.3f} of the oracle's RMSE with 10k "
-        f"training sessions and ×{m1.rmse_m / o.rmse_m:.3f} with 1k; tuned kNN is "
-        f"×{knn.rmse_m / o.rmse_m:.3f} with 10k. The oracle knows each receiver's static shadowing "
-        "field exactly (σ 7 dB, 4 km correlation "
-        "over a ~190 × 160 km area); a learner must infer it from a few noisy sessions per (4 km)² cell, "
-        "blurred by 3 dB dynamic shadowing, the fading residual and an unknown transmit power. That, not the "
-        "architecture (the ablations differ by < 2 % in validation RMSE), limits the 1.05 × RMSE and "
-        "1.10 × median targets; issue #9 (a physics-first localiser) is the work that addresses it.",
-        f"- **v2 against v1.** Keeping the fading residual raises the oracle's RMSE from "
-        f"{f0(V1_MAIN[ORACLE])} m to {f0(o.rmse_m)} m: the floor itself moved, as a real 0.5 s capture "
-        "would. The log-distance baseline at full strength (censored non-detections, noise removed, "
-        f"per-band fit) went from {f0(V1_MAIN['log_distance_nls'])} m to {f0(nls.rmse_m)} m despite "
-        "the harder data.",
-        f"- **Calibration.** The covariance scale is fitted on validation (1σ/2σ coverage closest to "
-        f"39.3 %/86.5 %) and ships inside the ONNX graph; on test the shipped model covers "
-        f"{100 * m10.coverage_1sigma:.1f} % / {100 * m10.coverage_2sigma:.1f} % (10k) and "
-        f"{100 * m1.coverage_1sigma:.1f} % / {100 * m1.coverage_2sigma:.1f} % (1k). The oracle covers "
-        f"{100 * (o.coverage_1sigma or 0):.1f} % at 1σ: its exact posterior is far from Gaussian (curved, "
-        "multi-lobed), so a mean + covariance summary of it is not a 39.3 % ellipse; its calibration is "
-        "tested with probability-integral transforms (tests/evaluate/test_oracle_v2.py).",
-    ]
-    out = main.evaluation.outage or {}
-    missed = [f"{r.station_name} ×{r.model_rmse_over_oracle:.3f}" for r in out.values()
-              if r.model_rmse_over_oracle is not None and r.model_rmse_over_oracle > 1.10]  # fmt: skip
-    if out:
-        lines.append(
-            "- **Outage.** Rows above 1.10 × oracle: "
-            + (", ".join(missed) if missed else "none")
-            + ". The largest gaps come with the edge receivers, whose terrain the remaining geometry then "
-            "depends on, i.e. the same limit as above."
-        )
-    for run in powder:
-        ev = run.evaluation
-        if ev is None:
-            continue
-        m, k = ev.methods["model"], ev.methods["knn_fingerprint"]
-        chosen = (k.tuning or {}).get("chosen", {})
-        head = (
-            f"- **POWDER {run.name.split('-')[1]}.** Model mean {f0(m.mean_error_m)} m, tuned kNN "
-            f"{f0(k.mean_error_m)} m (k = {chosen.get('k')}, chosen on validation carved by whole time "
-            "blocks, so no neighbour along a walk leaks into the choice). "
-        )
-        if "random" in run.name:
-            why = (
-                "The random split's test points sit metres from training points of the same walks, which a "
-                "small-k lookup exploits on test; validation without that leak does not reward it, and the "
-                "model (nw-italy defaults, no POWDER-specific tuning) averages it away too."
-            )
-        else:
-            why = "The grid split holds out whole areas: a smooth model generalises there, lookup does not."
-        lines.append(head + why)
-    return [*lines, ""]

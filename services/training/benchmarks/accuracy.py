@@ -3,11 +3,14 @@
 Run from the repository root:  .venv/bin/python services/training/benchmarks/accuracy.py
 Stages (each skipped when its output exists; --force redoes them), all on the embedded default
 under services/training/benchmarks/out/:
-  1. simulate nw-italy-v2: 11,000 sessions (seed 101, train + validation) and 2,000 (seed 202, test);
+  1. simulate nw-italy-v2: 11,000 sessions (seed 101, train + validation), 2,000 (seed 202, test) and
+     1,500 at the 15 fixed sites of scenarios/nw-italy-sites.csv (seed 303, the fixed-sites regime);
   2. train the ablation variants (3k sessions of the training label only) and choose the variant with
      the lowest *validation* RMSE — the benchmark's test set is never seen by that choice;
-  3. train the final models (10k, 1k) with the chosen variant and evaluate each once on the test set
-     (the oracle, the outage study, the baselines tuned on validation, the calibration shipped in the model);
+  3. train the final models (10k, 1k, 300, 100 uniform; the fixed sites, alone and fine-tuned from the
+     10k model) with the chosen variant — each ships the localiser (network, radio map or fusion) that
+     its validation chose — and evaluate each once on the same test set (the oracle, the outage study
+     for 10k, the baselines tuned on validation, the calibration shipped in the model);
   4. import the vendored POWDER set, train + evaluate on its random and grid splits;
   5. write RESULTS.md with every table, the date, the machine and the exact commands.
 The nw-italy-v1 figures of the previous code are kept verbatim in RESULTS-nw-italy-v1.md.
@@ -43,11 +46,24 @@ DATA = [  # (label, seed, sessions)
     (f"sim:{SCENARIO}:train", 101, 11000),
     (f"sim:{SCENARIO}:test", 202, 2000),
 ]
+#: the fixed-sites regime: 1,500 sessions at the 15 sites of this file (heimdall simulate --sites)
+SITES = (
+    HERE.parent / "src" / "heimdall" / "scenarios" / "nw-italy-sites.csv",
+    f"sim:{SCENARIO}:sites",
+    303,
+    1500,
+)
 ABLATIONS = ("ablation-base", "ablation-spectrogram", "ablation-diagonal", "ablation-mean-pooling")
-FINALS = {  # name: evaluate options
+FINALS = {  # name: evaluate options (all evaluated on the same 2,000 uniform test sessions)
     "nw-italy-10k": {"outage": True, "oracle": True},
     "nw-italy-1k": {"outage": False, "oracle": True},
+    "nw-italy-300": {"outage": False, "oracle": True},
+    "nw-italy-100": {"outage": False, "oracle": True},
+    "nw-italy-sites": {"outage": False, "oracle": True},
+    "nw-italy-sites-finetune": {"outage": False, "oracle": True},
 }
+#: fine-tuned finals and the final whose model they start from (heimdall train --init-from)
+INIT_FROM = {"nw-italy-sites-finetune": "nw-italy-10k"}
 POWDER_RUNS = ("powder-random", "powder-grid")
 COMMANDS: list[str] = []
 
@@ -85,6 +101,9 @@ def stage_data() -> None:
                 "--no-progress",
             ]
         )
+    sites, label, seed, n = SITES
+    sh([*HEIMDALL, "simulate", "--scenario", SCENARIO, "--sites", str(sites), "--sessions", str(n),
+        "--seed", str(seed), "--dataset", label, "--no-progress"])  # fmt: skip
     if POWDER_CSV.is_file():
         sh([*HEIMDALL, "import", "powder", str(POWDER_CSV)])
 
@@ -120,9 +139,11 @@ def validation_rmse(run: Run) -> float:
 
 
 def final_config(name: str, model_block: dict[str, Any]) -> Path:
-    """The committed config with the model block of the variant chosen on validation."""
+    """The committed config with the model block of the variant chosen on validation (and init_from)."""
     cfg = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
     cfg["model"] = model_block
+    if name in INIT_FROM:
+        cfg["init_from"] = rel(OUT / "models" / INIT_FROM[name])
     path = OUT / "configs" / f"{name}.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(

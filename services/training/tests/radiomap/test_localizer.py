@@ -117,3 +117,25 @@ def test_all_absent_gives_a_finite_prior(world) -> None:
             torch.zeros(1), torch.zeros(2, 5, 4), torch.zeros(2, 5, dtype=torch.bool), torch.ones(2)
         )
     assert torch.isfinite(pos).all() and torch.isfinite(tril).all()
+
+
+def test_an_uncalibrated_receiver_is_set_aside_and_named(world) -> None:
+    """IQ scaled ×1000 (+60 dB power and noise): trusted, it drags every fix; set aside, it does not."""
+    _, test, stats, fitted = world
+    loc = RadioMapLocalizer(fitted, RECEIVERS, stats.scalar_mean, stats.scalar_std).eval()
+    bad = test.scalars.copy()
+    bad[:, 4, :2] += 60.0  # power and noise floor; the SNR (a ratio) is unchanged
+    heard = test.scalars[:, 4, 3] >= 0.5
+    spec = np.zeros((*test.mask.shape, 0, 0), np.float32)
+    _, clean_sc = stats.apply(spec, test.scalars, test.mask)
+    _, bad_sc = stats.apply(spec, bad, test.mask)
+    f, m = torch.from_numpy(test.frequency), torch.from_numpy(test.mask)
+    with torch.no_grad():
+        _, _, trust_clean = loc.localize(torch.zeros(1), torch.from_numpy(clean_sc), m, f)
+        pos, _, trust = loc.localize(torch.zeros(1), torch.from_numpy(bad_sc), m, f)
+        loc.robust = False
+        trusting, _ = loc(torch.zeros(1), torch.from_numpy(bad_sc), m, f)
+    assert (trust_clean < 0.5).any(dim=1).float().mean() < 0.02  # clean data: (almost) nobody distrusted
+    assert (trust[heard, 4] < 0.5).float().mean() > 0.9  # the bad receiver, where its reading matters
+    assert (trust[:, :4] < 0.5).any(dim=1).float().mean() < 0.05  # and (almost) never a good one instead
+    assert _rmse(pos.numpy(), test.truth) < 0.5 * _rmse(trusting.numpy(), test.truth)

@@ -38,16 +38,24 @@ class FusedLocalizer(nn.Module):
     def forward(
         self, spectrogram: Tensor, scalars: Tensor, mask: Tensor, frequency_hz: Tensor
     ) -> tuple[Tensor, Tensor]:
+        position, tril, _ = self.localize(spectrogram, scalars, mask, frequency_hz)
+        return position, tril
+
+    def localize(
+        self, spectrogram: Tensor, scalars: Tensor, mask: Tensor, frequency_hz: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`forward` plus the radio map's trust in each receiver (B, R)."""
         p_net, l_net = self.net(spectrogram, scalars, mask, frequency_hz)
-        p_map, l_map = self.radio_map(spectrogram, scalars, mask, frequency_hz)
+        p_map, l_map, trust = self.radio_map.localize(spectrogram, scalars, mask, frequency_hz)
         w = self.weight
         pos = w * p_map + (1.0 - w) * p_net
         c = w * covariance_from_tril(l_map) + (1.0 - w) * covariance_from_tril(l_net)
         d = p_map - p_net
         k = w * (1.0 - w)
-        return pos, cholesky_2x2(
+        tril = cholesky_2x2(
             c[:, 0, 0] + k * d[:, 0] ** 2,
             c[:, 0, 1] + k * d[:, 0] * d[:, 1],
             c[:, 1, 1] + k * d[:, 1] ** 2,
             _FLOOR_M2,
         )
+        return pos, tril, trust

@@ -18,7 +18,7 @@ feeds every model, and undoes the standardisation with the training statistics i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -190,49 +190,62 @@ class RadioMapLocalizer(nn.Module):
             total=prec.sum(dim=1) + t.prior_prec,
         )
 
-    @staticmethod
-    def _repeat(t: _Terms, n: int) -> _Terms:
-        """Every session's terms `n` times in a row (batch B → B·n)."""
-        return _Terms(**{f.name: getattr(t, f.name).repeat_interleave(n, dim=0) for f in fields(t)})
-
     def receiver_trust(self, t: _Terms, coarse_field: Tensor) -> Tensor:
         """(B, R): 0 for the one receiver whose reading no position explains, 1 for every other.
 
         Each present receiver is left out in turn on the coarse grid; if leaving one out raises the
         best log-likelihood by more than :data:`OUTLIER_NATS` (a reading ≳ 5σ off at every position),
         it is down-weighted. Only sessions with at least :data:`MIN_FOR_OUTLIER` present receivers are
-        checked (with three, two always agree with some position).
+        checked (with three, two always agree with some position). Leaving one out is cheap: the
+        heard part's sufficient statistics lose one term each, the censored part one factor each (at
+        the full P̂: an approximation that only decides whom to distrust, never the posterior).
         """
-        b, r = t.heard.shape
+        r = t.heard.shape[1]
         present = (t.heard + t.censored) > 0
-        best = self._loglik(t, self.block_cells, coarse_field).amax(dim=1)  # (B,)
-        drop = 1.0 - torch.eye(r, dtype=t.heard.dtype).repeat(b, 1)  # (B·R, R): variant v drops v
-        loo_t = self._trusting(self._repeat(t, r), drop)
-        loo = self._loglik(loo_t, self.block_cells, coarse_field.repeat_interleave(r, dim=0)).amax(dim=1)
-        gain = torch.where(present, loo.reshape(b, r) - best[:, None], torch.zeros_like(t.heard))
+        mu, _ = self._mean(t, self.block_cells, coarse_field)
+        y = t.signal[:, :, None] - mu  # (B, R, M)
+        w = t.prec[:, :, None]
+        s1 = (w * y).sum(dim=1) + (t.prior_prec * t.p_mean)[:, None]  # (B, M)
+        s2 = (w * y * y).sum(dim=1) + (t.prior_prec * t.p_mean * t.p_mean)[:, None]
+        dev = s2 - s1 * s1 / t.total[:, None]
+        s1r, s2r = s1[:, None, :] - w * y, s2[:, None, :] - w * y * y
+        dev_r = s2r - s1r * s1r / (t.total[:, None, None] - w)  # (B, R, M)
+        parts = self._censored_parts(t, mu, s1 / t.total[:, None])  # (B, R, M, Q)
+        total = parts.sum(dim=1)  # (B, M, Q)
+        cens = torch.logsumexp(total + self.gh_log_weights, dim=-1)
+        cens_r = torch.logsumexp(total[:, None] - parts + self.gh_log_weights, dim=-1)  # (B, R, M)
+        best = (-0.5 * dev + cens).amax(dim=1)  # (B,)
+        loo = (-0.5 * dev_r + cens_r).amax(dim=2)  # (B, R)
+        gain = torch.where(present, loo - best[:, None], torch.zeros_like(t.heard))
         worst = torch.argmax(gain, dim=1)
         enough = present.sum(dim=1) >= MIN_FOR_OUTLIER
         flagged = (gain.amax(dim=1) > OUTLIER_NATS) & enough
         hit = nn.functional.one_hot(worst, r).to(t.heard.dtype) * flagged[:, None].to(t.heard.dtype)
         return 1.0 - hit
 
-    def _loglik(self, t: _Terms, cells: Tensor, field: Tensor) -> Tensor:
-        """Log-likelihood (B, M) at `cells` ((M, 2) or (B, M, 2)) with the session's field (B, R, M)."""
+    def _mean(self, t: _Terms, cells: Tensor, field: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean signal μ (B, R, M) at `cells` ((M, 2) or (B, M, 2)) and the residual signal − μ."""
         pts = cells if cells.dim() == 3 else cells.unsqueeze(0)
         dist = torch.linalg.vector_norm(pts[:, None, :, :] - t.rx[:, :, None, :], dim=-1)
         logd = torch.log10(torch.clamp(dist, min=self.min_distance_m))  # (B, R, M)
         mu = t.offset[:, :, None] - 10.0 * t.exponent[:, None, None] * logd + field
-        resid = t.signal[:, :, None] - mu  # (B, R, M)
-        p_hat = ((t.prec[:, :, None] * resid).sum(dim=1) + (t.prior_prec * t.p_mean)[:, None]) / t.total[
-            :, None
-        ]
-        dev = (t.prec[:, :, None] * (resid - p_hat[:, None, :]) ** 2).sum(dim=1)
+        return mu, t.signal[:, :, None] - mu
+
+    def _censored_parts(self, t: _Terms, mu: Tensor, p_hat: Tensor) -> Tensor:
+        """log Φ of each censored receiver at each Gauss-Hermite node of P ~ N(P̂, 1/total): (B, R, M, Q)."""
+        margin = (t.threshold[:, :, None] - mu - p_hat[:, None, :]) / t.sigma[:, :, None]
+        p_sd = (1.0 / torch.sqrt(t.total))[:, None, None, None] / t.sigma[:, :, None, None]
+        return t.censored[:, :, None, None] * log_ndtr(margin[..., None] - p_sd * self.gh_nodes)
+
+    def _loglik(self, t: _Terms, cells: Tensor, field: Tensor) -> Tensor:
+        """Log-likelihood (B, M) at `cells` ((M, 2) or (B, M, 2)) with the session's field (B, R, M)."""
+        mu, resid = self._mean(t, cells, field)
+        w = t.prec[:, :, None]
+        p_hat = ((w * resid).sum(dim=1) + (t.prior_prec * t.p_mean)[:, None]) / t.total[:, None]
+        dev = (w * (resid - p_hat[:, None, :]) ** 2).sum(dim=1)
         dev = dev + t.prior_prec[:, None] * (p_hat - t.p_mean[:, None]) ** 2
         # censored receivers: E over P ~ N(P̂(x), 1/total) of Π Φ(·), by Gauss-Hermite quadrature
-        margin = (t.threshold[:, :, None] - mu - p_hat[:, None, :]) / t.sigma[:, :, None]  # (B, R, M)
-        p_sd = (1.0 / torch.sqrt(t.total))[:, None, None, None] / t.sigma[:, :, None, None]
-        z = margin[..., None] - p_sd * self.gh_nodes  # (B, R, M, Q)
-        cens = (t.censored[:, :, None, None] * log_ndtr(z)).sum(dim=1)  # (B, M, Q)
+        cens = self._censored_parts(t, mu, p_hat).sum(dim=1)  # (B, M, Q)
         return -0.5 * dev + torch.logsumexp(cens + self.gh_log_weights, dim=-1)
 
     def log_posterior(self, scalars: Tensor, mask: Tensor, frequency_hz: Tensor) -> Tensor:
@@ -249,10 +262,19 @@ class RadioMapLocalizer(nn.Module):
         `top` best blocks are scored cell by cell and replace their block in the posterior. The
         other blocks keep their coarse mass (their area is BLOCK² cells), so far-off modes still count.
         """
+        position, tril, _ = self.localize(spectrogram, scalars, mask, frequency_hz)
+        return position, tril
+
+    def localize(
+        self, spectrogram: Tensor, scalars: Tensor, mask: Tensor, frequency_hz: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`forward` plus each receiver's trust (B, R): 0 where its reading was set aside."""
         t = self._terms(scalars, mask, frequency_hz)
         coarse_field = torch.einsum("bk,krg->brg", t.onehot, self.block_field)
+        trust = torch.ones_like(t.heard)
         if self.robust:
-            t = self._trusting(t, self.receiver_trust(t, coarse_field))
+            trust = self.receiver_trust(t, coarse_field)
+            t = self._trusting(t, trust)
         coarse = self._loglik(t, self.block_cells, coarse_field)
         top = torch.topk(coarse, self.top_blocks, dim=1).indices  # (B, T)
         fine_idx = self.block_members[top].flatten(1)  # (B, T·BLOCK²)
@@ -278,7 +300,7 @@ class RadioMapLocalizer(nn.Module):
         cxx = (w * (d[..., 0] ** 2 + within)).sum(dim=1)
         cyy = (w * (d[..., 1] ** 2 + within)).sum(dim=1)
         cxy = (w * d[..., 0] * d[..., 1]).sum(dim=1)
-        return mean, cholesky_2x2(cxx, cxy, cyy, self.cell_var)
+        return mean, cholesky_2x2(cxx, cxy, cyy, self.cell_var), trust
 
 
 def cholesky_2x2(cxx: Tensor, cxy: Tensor, cyy: Tensor, floor: float) -> Tensor:

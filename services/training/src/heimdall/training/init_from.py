@@ -53,8 +53,8 @@ RUN_FILES = ("config.yaml", "network.json", "normalization.json")
 #: A receiver farther than this from its place in the source run is another network (the model's
 #: receiver positions and metric frame come from the source).
 POSITION_TOLERANCE_M = 10.0
-#: Model settings that shape no weight and may change for fine-tuning.
-FREE_MODEL_FIELDS = frozenset({"dropout"})
+#: Model settings that shape no weight and may change for fine-tuning (dropout; which localiser ships).
+FREE_MODEL_FIELDS = frozenset({"dropout", "localizer"})
 
 
 class InitFromError(UserError):
