@@ -28,7 +28,7 @@ def auto(sim_services, tmp_path_factory):
 
 
 def test_auto_ships_the_lowest_validation_rmse(auto) -> None:
-    report, _ = auto
+    report, out = auto
     loc = report["localizer"]
     scores = loc["val_rmse_m"]
     assert set(scores) == {"network", "radiomap", *(f"fusion_{w:g}" for w in FUSION_WEIGHTS)}
@@ -43,6 +43,10 @@ def test_auto_ships_the_lowest_validation_rmse(auto) -> None:
     assert report["onnx"]["parity_ok"] is True
     # (the report measures great-circle errors, the choice ENU distances: equal to a few 0.1 %)
     assert report["validation"]["rmse_m"] == pytest.approx(best, rel=5e-3)
+    # report.md names what shipped and why
+    md = (out / "report.md").read_text()
+    assert f"| model ({loc['localizer']}) |" in md and "chosen on validation RMSE (" in md
+    assert all(f"{name} {score:,.0f} m" in md for name, score in loc["val_rmse_m"].items())
 
 
 def test_forced_radio_map_ships_and_serves(sim_services, tmp_path_factory) -> None:
