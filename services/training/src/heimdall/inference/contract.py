@@ -18,9 +18,11 @@ __all__ = [
     "RESERVED_KEYS",
     "SCALAR_INPUT_NAMES",
     "SUPPORTED_CONTRACTS",
+    "TRUST_OUTPUT",
     "NotAHeimdallModelError",
     "check_model_id",
     "input_names",
+    "output_names",
 ]
 
 #: Version of the ONNX I/O contract below; bump on any change of input/output names, shapes or units.
@@ -28,7 +30,11 @@ __all__ = [
 CONTRACT_VERSION = "2"
 #: Contracts :class:`~heimdall.inference.localizer.OnnxLocalizer` serves: a version-1 file still runs.
 SUPPORTED_CONTRACTS: tuple[str, ...] = ("1", "2")
-OUTPUT_NAMES: tuple[str, str] = ("position_enu_m", "covariance_enu_m2")
+#: Each receiver's weight in the estimate (B, R): 1 = its reading was used, 0 = absent or set aside.
+TRUST_OUTPUT = "receiver_trust"
+#: What :func:`~heimdall.inference.onnx_export.export_onnx` writes; files written before
+#: ``receiver_trust`` have the first two (see :func:`output_names`).
+OUTPUT_NAMES: tuple[str, ...] = ("position_enu_m", "covariance_enu_m2", TRUST_OUTPUT)
 #: The carrier of each session in Hz, float32 (B,); NaN = unknown (the model's training median band).
 FREQUENCY_INPUT = "frequency_hz"
 IQ_INPUT_NAMES: tuple[str, ...] = ("iq", "receiver_mask", FREQUENCY_INPUT)
@@ -64,6 +70,17 @@ def input_names(contract: str, input_kind: str) -> tuple[str, ...]:
     """The graph input names of a model file of ``contract`` and ``input_kind`` (``iq`` or ``scalars``)."""
     names = IQ_INPUT_NAMES if input_kind == "iq" else SCALAR_INPUT_NAMES
     return names[:2] if contract == "1" else names
+
+
+def output_names(contract: str) -> tuple[tuple[str, ...], ...]:
+    """The graph output names a model file of ``contract`` may have (any one of the tuples returned).
+
+    ``receiver_trust`` was added to contract 2 as an optional third output: contract-2 files written
+    before it have two outputs, contract-1 files always two.
+    """
+    if contract == "1":
+        return (OUTPUT_NAMES[:2],)
+    return (OUTPUT_NAMES[:2], OUTPUT_NAMES)
 
 
 def check_model_id(model_id: str) -> str:
