@@ -177,6 +177,19 @@ def test_a_contract_2_file_without_receiver_trust_is_still_served(
     )
 
 
+def test_the_mlflow_signature_lists_the_outputs_the_file_has(
+    scalar_model: Exported, two_outputs: tuple[_TwoOutputGraph, Path]
+) -> None:
+    pytest.importorskip("mlflow")
+    from heimdall.tracking.run import onnx_signature
+
+    new = onnx_signature(scalar_model.path).outputs.to_dict()
+    assert [o["name"] for o in new] == ["position_enu_m", "covariance_enu_m2", "receiver_trust"]
+    assert list(new[2]["tensor-spec"]["shape"]) == [-1, R]
+    old = onnx_signature(two_outputs[1]).outputs.to_dict()
+    assert [o["name"] for o in old] == ["position_enu_m", "covariance_enu_m2"]
+
+
 def test_the_graph_outputs_must_be_the_contracts(scalar_model: Exported, tmp_path: Path) -> None:
     """A contract-1 file with the receiver_trust output cannot exist, nor an output the contract does not
     name: both are refused on load."""
