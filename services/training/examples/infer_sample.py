@@ -80,7 +80,7 @@ def locate(model_ref: str, sample_path: Path) -> dict[str, Any]:
     prediction = loc.localize(inputs.inputs, inputs.receiver_mask, inputs.frequencies)
     p, c = prediction.position_enu_m[0], prediction.covariance_enu_m2[0]
     # receivers whose reading the model set aside (it fits no position: uncalibrated, faulty, interfered);
-    # None for a model file written before the receiver_trust output
+    # None for a model file of contract 1 or 2, written before the receiver_trust output
     aside = prediction.set_aside(inputs.receiver_mask)[0]
     set_aside = [loc.station_ids[k] for k in np.flatnonzero(aside)] if loc.reports_trust else None
     lat, lon = loc.to_latlon(p)

@@ -1,4 +1,5 @@
-"""The carrier band as a model input (ONNX contract 2), and contract-1 files that predate it.
+"""The carrier band as a model input (ONNX contract 2), the receiver_trust output (contract 3), and files of
+the contracts before each (contract 1: two inputs; contracts 1 and 2: two outputs).
 
 A contract-2 file takes ``frequency_hz (B,)``; an unknown carrier (NaN, or none given) is the model's
 training median; a contract-1 file (two inputs, exported before the carrier was an input) still loads and
@@ -148,7 +149,8 @@ def two_outputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[_TwoOutputGra
     )
     outputs_doc = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["outputs_doc"])
     outputs_doc.pop("receiver_trust")
-    return graph, _rewrite_metadata(path, folder / "model.onnx", {"outputs_doc": json.dumps(outputs_doc)})
+    change = {"heimdall_onnx_contract": "2", "outputs_doc": json.dumps(outputs_doc)}
+    return graph, _rewrite_metadata(path, folder / "model.onnx", change)
 
 
 def test_a_contract_2_file_without_receiver_trust_is_still_served(
@@ -190,9 +192,11 @@ def test_the_mlflow_signature_lists_the_outputs_the_file_has(
     assert [o["name"] for o in old] == ["position_enu_m", "covariance_enu_m2"]
 
 
-def test_the_graph_outputs_must_be_the_contracts(scalar_model: Exported, tmp_path: Path) -> None:
-    """A contract-1 file with the receiver_trust output cannot exist, nor an output the contract does not
-    name: both are refused on load."""
+def test_the_graph_outputs_must_be_the_contracts(
+    scalar_model: Exported, two_outputs: tuple[_TwoOutputGraph, Path], tmp_path: Path
+) -> None:
+    """Metadata that claims another contract than the graph's outputs implement is refused on load, and so
+    is an output no contract names."""
     rng = np.random.default_rng(15)
     graph = _ContractOneGraph(
         small_net(False, embed_dim=16, pooling="mean", use_frequency=False),
@@ -216,9 +220,21 @@ def test_the_graph_outputs_must_be_the_contracts(scalar_model: Exported, tmp_pat
     onnx.save(proto, str(tmp_path / "stranger.onnx"))
     OnnxLocalizer(scalar_model.path)  # the original loads
     with pytest.raises(
-        NotAHeimdallModelError, match=r"contract 2 needs outputs .* the graph has \[.*'receiver_weight'\]"
+        NotAHeimdallModelError, match=r"contract 3 needs outputs .* the graph has \[.*'receiver_weight'\]"
     ):
         OnnxLocalizer(tmp_path / "stranger.onnx")
+    claims_two = _rewrite_metadata(
+        scalar_model.path, tmp_path / "claims-2.onnx", {"heimdall_onnx_contract": "2"}
+    )
+    with pytest.raises(
+        NotAHeimdallModelError, match=r"contract 2 needs outputs .* the graph has .*receiver_trust"
+    ):
+        OnnxLocalizer(claims_two)
+    claims_three = _rewrite_metadata(
+        two_outputs[1], tmp_path / "claims-3.onnx", {"heimdall_onnx_contract": "3"}
+    )
+    with pytest.raises(NotAHeimdallModelError, match=r"contract 3 needs outputs \[.*'receiver_trust'\], the"):
+        OnnxLocalizer(claims_three)
 
 
 def test_the_graph_inputs_must_be_the_contracts(
@@ -236,8 +252,8 @@ def test_the_graph_inputs_must_be_the_contracts(
     )
     with pytest.raises(NotAHeimdallModelError, match=r"contract 1 .* the graph has .*frequency_hz"):
         OnnxLocalizer(claims_one)
-    future = _rewrite_metadata(scalar_model.path, tmp_path / "future.onnx", {"heimdall_onnx_contract": "3"})
-    with pytest.raises(NotAHeimdallModelError, match=r"contract '3', this code reads '1' and '2'"):
+    future = _rewrite_metadata(scalar_model.path, tmp_path / "future.onnx", {"heimdall_onnx_contract": "4"})
+    with pytest.raises(NotAHeimdallModelError, match=r"contract '4', this code reads '1', '2', '3'"):
         OnnxLocalizer(future)
     with pytest.raises(NotAHeimdallModelError, match="not a Heimdall ONNX model"):
         upload_model(FileObjectStore(tmp_path / "store"), "models", "power-only", future)

@@ -132,7 +132,7 @@ def test_metadata_contract(iq_model: Exported) -> None:
     meta = {p.key: p.value for p in model.metadata_props}
     for key, value in iq_model.metadata.items():
         assert meta[key] == value
-    assert meta["heimdall_onnx_contract"] == "2"
+    assert meta["heimdall_onnx_contract"] == "3"
     assert meta["input_kind"] == "iq" and meta["n_receivers"] == "7" and meta["n_samples"] == str(T)
     assert float(meta["frequency_fill_hz"]) == pytest.approx(BANDS_HZ[1])  # the training median carrier
     assert set(json.loads(meta["inputs_doc"])) == {"iq", "receiver_mask", "frequency_hz"}
@@ -160,7 +160,7 @@ def test_localizer_round_trips_the_frame(iq_model: Exported) -> None:
         assert localizer.frame == frame
         assert localizer.station_ids == NETWORK.station_ids and localizer.station_names == NETWORK.names
         assert localizer.input_kind == "iq" and localizer.n_samples == T and localizer.model_id == "iq-test_1"
-        assert localizer.contract == "2" and localizer.reads_frequency
+        assert localizer.contract == "3" and localizer.reads_frequency and localizer.reports_trust
         assert localizer.frequency_fill_hz == pytest.approx(BANDS_HZ[1])
         lat, lon = localizer.to_latlon(np.zeros(2))
         assert lat == pytest.approx(frame.origin_lat, abs=1e-12)

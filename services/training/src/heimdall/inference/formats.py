@@ -167,8 +167,8 @@ def predict_session(
     session's is unknown, or none (a contract-1 model, which predates the carrier input).
     ``set_aside`` names the present receivers whose reading the model set aside as implausible for every
     position (``receiver_trust`` 0): the estimate is made without them, so ``receivers.used`` leaves
-    them out. None when the model file predates ``receiver_trust`` and cannot say; absent receivers are
-    never listed.
+    them out. None for a model file of contract 1 or 2, which predates ``receiver_trust`` and cannot
+    say; absent receivers are never listed.
     """
     prediction = loc.localize(inputs.inputs, inputs.receiver_mask, inputs.frequencies)
     flagged = prediction.set_aside(inputs.receiver_mask)[0]

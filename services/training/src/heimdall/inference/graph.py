@@ -60,7 +60,7 @@ class InferenceGraph(nn.Module):
 
     ``frequency_hz`` is each session's carrier in Hz (ONNX contract 2); NaN = unknown, which the
     network reads as its training median carrier. A network built with ``use_frequency=False``
-    ignores it (the input stays in the graph: every contract-2 file takes the same three inputs).
+    ignores it (the input stays in the graph: every file since contract 2 takes the same three inputs).
 
     Standardisation replicates :meth:`NormStats.apply` exactly (NaN → 0 after standardising, absent
     receivers → 0), so absent receivers' inputs (zeros, huge values) never reach the outputs.

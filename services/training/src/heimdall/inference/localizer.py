@@ -125,13 +125,13 @@ class OnnxLocalizer:
     either way. A model with no fitted calibration (exported before calibration shipped) loads with
     scale 1 and one warning per process.
 
-    Contract 2 files take each session's carrier ``frequency_hz`` (:meth:`predict`); contract 1 files
+    Contract 2 and 3 files take each session's carrier ``frequency_hz`` (:meth:`predict`); contract 1 files
     (two inputs, exported before the carrier was an input) still load and run, without it
     (``reads_frequency`` False). Which one a file is, is checked against its graph's input names.
 
     :meth:`localize` also returns ``receiver_trust`` (B, R), where a receiver the model set aside (a
-    reading no position explains) is 0; files written before that output (``reports_trust`` False)
-    give None there. :meth:`predict` is the position and covariance alone.
+    reading no position explains) is 0; contract-1 and -2 files, written before that output
+    (``reports_trust`` False), give None there. :meth:`predict` is the position and covariance alone.
     """
 
     def __init__(self, model: str | Path | bytes, threads: int | None = 1) -> None:
@@ -146,7 +146,7 @@ class OnnxLocalizer:
         if self.contract not in SUPPORTED_CONTRACTS:
             raise NotAHeimdallModelError(
                 f"{where} uses ONNX contract {self.contract!r}, this code reads "
-                f"{' and '.join(map(repr, SUPPORTED_CONTRACTS))}"
+                f"{', '.join(map(repr, SUPPORTED_CONTRACTS))}"
             )
         self.metadata = meta
         self.input_kind: str = meta["input_kind"]
@@ -180,7 +180,7 @@ class OnnxLocalizer:
                 f"{where}: contract {self.contract} with input_kind {self.input_kind!r} needs inputs "
                 f"{expected}, the graph has {self._input_names}"
             )
-        #: whether the graph takes ``frequency_hz`` (contract 2); a contract-1 file predicts without it
+        #: whether the graph takes ``frequency_hz`` (contract ≥ 2); a contract-1 file predicts without it
         self.reads_frequency = FREQUENCY_INPUT in self._input_names
         self._output_names = tuple(o.name for o in self.session.get_outputs())
         allowed = output_names(self.contract)
@@ -303,7 +303,7 @@ class OnnxLocalizer:
         """IQ ``(B, R, 2, T)`` float or ``(B, R, T)`` complex, or scalars ``(B, R, 4)``, plus mask ``(B, R)``.
 
         ``frequency_hz``: each session's carrier in Hz, ``(B,)`` or one number for all; None or NaN =
-        unknown, which a contract-2 model reads as its training median carrier
+        unknown, which a contract-2 or -3 model reads as its training median carrier
         (:attr:`frequency_fill_hz`). A contract-1 model ignores it.
 
         Returns the :class:`Prediction`: position, calibrated covariance and ``receiver_trust``.

@@ -97,7 +97,7 @@ def onnx_parity(
     ``max_covariance_rel_diff``: largest ``‖Σ_onnx − Σ_torch‖_F / ‖Σ_torch‖_F`` per session (a
     per-element ratio would blow up on near-zero off-diagonal terms). ``max_trust_diff``: largest
     ``|receiver_trust_onnx − receiver_trust_torch|`` (0 or 1 where a set-aside decision differs; NaN when
-    the file has no ``receiver_trust`` output, as files written before it).
+    the file has no ``receiver_trust`` output: contracts 1 and 2).
     """
     session = ort_session(path)
     names = [i.name for i in session.get_inputs()]
