@@ -16,8 +16,9 @@ docs/INFERENCE_HANDOFF.md; mlflow is only needed to fetch a ``models:/`` URI fro
 trained on shorter recordings reads the middle of each (a centred crop, reported in ``notes``).
 
 Prints JSON: position (lat/lon, WGS-84, float64), covariance (m², east/north), 1σ/2σ ellipses, the
-carrier frequency fed to the model (the sample's ``frequency_hz``) and the error against the sample's
-known transmitter position.
+carrier frequency fed to the model (the sample's ``frequency_hz``), the receivers used and those the
+model set aside (``receiver_trust`` 0: a reading that fits no position), and the error against the
+sample's known transmitter position.
 """
 
 from __future__ import annotations
@@ -76,8 +77,12 @@ def locate(model_ref: str, sample_path: Path) -> dict[str, Any]:
         loc.input_spec(), recordings, session_id=str(sample["session_id"]), frequency_hz=frequency
     )
     # the covariance comes out calibrated (the validation-fitted scale is part of the model)
-    position, covariance = loc.predict(inputs.inputs, inputs.receiver_mask, inputs.frequencies)
-    p, c = position[0], covariance[0]
+    prediction = loc.localize(inputs.inputs, inputs.receiver_mask, inputs.frequencies)
+    p, c = prediction.position_enu_m[0], prediction.covariance_enu_m2[0]
+    # receivers whose reading the model set aside (it fits no position: uncalibrated, faulty, interfered);
+    # None for a model file of contract 1 or 2, written before the receiver_trust output
+    aside = prediction.set_aside(inputs.receiver_mask)[0]
+    set_aside = [loc.station_ids[k] for k in np.flatnonzero(aside)] if loc.reports_trust else None
     lat, lon = loc.to_latlon(p)
     out: dict[str, Any] = {
         "session_id": inputs.session_id,
@@ -92,7 +97,8 @@ def locate(model_ref: str, sample_path: Path) -> dict[str, Any]:
         "covariance_enu_m2": c.tolist(),
         "ellipses": {name: ellipse_params(c, n) for name, n in SIGMA_LEVELS.items()},
         "frequency_hz": inputs.frequency_hz,
-        "receivers_used": inputs.used_stations,
+        "receivers_used": [s for s in inputs.used_stations if s not in (set_aside or ())],
+        "receivers_set_aside": set_aside,
         "notes": notes,
     }
     if "truth_latitude" in sample:

@@ -149,7 +149,7 @@ def fit_to_power_centroid(
     graph.net.train()
     for _ in range(steps):
         sc, mask, freq = (torch.from_numpy(a) for a in sample(64, rng))
-        position, _ = graph(sc, mask, freq)
+        position = graph(sc, mask, freq)[0]
         loss = ((position - power_centroid(sc, mask, freq)) ** 2).sum(-1).mean()
         opt.zero_grad()
         loss.backward()

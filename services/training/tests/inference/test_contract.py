@@ -1,4 +1,5 @@
-"""The carrier band as a model input (ONNX contract 2), and contract-1 files that predate it.
+"""The carrier band as a model input (ONNX contract 2), the receiver_trust output (contract 3), and files of
+the contracts before each (contract 1: two inputs; contracts 1 and 2: two outputs).
 
 A contract-2 file takes ``frequency_hz (B,)``; an unknown carrier (NaN, or none given) is the model's
 training median; a contract-1 file (two inputs, exported before the carrier was an input) still loads and
@@ -44,15 +45,33 @@ pytest.importorskip("onnxscript")
 
 
 class _ContractOneGraph(InferenceGraph):
-    """What a contract-1 file holds: a band-blind network and two inputs, (scalars, receiver_mask)."""
+    """What a contract-1 file holds: a band-blind network, two inputs (scalars, receiver_mask) and two
+    outputs (position, covariance); ``n_outputs = 3`` makes the impossible mix of two inputs and three."""
+
+    n_outputs = 2
 
     @property
     def input_names(self) -> tuple[str, ...]:
         return super().input_names[:2]
 
-    def forward(self, inputs: Tensor, receiver_mask: Tensor) -> tuple[Tensor, Tensor]:  # type: ignore[override]
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return super().output_names[: self.n_outputs]
+
+    def forward(self, inputs: Tensor, receiver_mask: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
         unknown = torch.full_like(receiver_mask[:, 0], float("nan"))
-        return super().forward(inputs, receiver_mask, unknown)
+        return super().forward(inputs, receiver_mask, unknown)[: self.n_outputs]
+
+
+class _TwoOutputGraph(InferenceGraph):
+    """What a contract-2 file written before ``receiver_trust`` holds: three inputs, two outputs."""
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return super().output_names[:2]
+
+    def forward(self, inputs: Tensor, receiver_mask: Tensor, frequency_hz: Tensor) -> tuple[Tensor, ...]:  # type: ignore[override]
+        return super().forward(inputs, receiver_mask, frequency_hz)[:2]
 
 
 def _rewrite_metadata(src: Path, dst: Path, change: dict[str, str | None]) -> Path:
@@ -99,6 +118,7 @@ def test_a_contract_1_file_is_still_served(
     pos, cov = loc.predict(x, mask)
     with torch.no_grad():
         want_pos, want_cov = graph(torch.from_numpy(x), torch.from_numpy(mask))
+    assert not loc.reports_trust and loc.localize(x, mask).receiver_trust is None
     np.testing.assert_allclose(pos, want_pos.numpy(), atol=1.0)
     np.testing.assert_allclose(cov, want_cov.numpy(), rtol=1e-3)
     # a carrier given to a model that cannot read it changes nothing
@@ -107,9 +127,114 @@ def test_a_contract_1_file_is_still_served(
     result = predict_session(loc, inputs)
     assert result["model"]["onnx_contract"] == "1"
     assert result["carrier"]["model_frequency_hz"] is None and "contract 1" in result["carrier"]["note"]
+    assert result["set_aside"] is None  # the file cannot say: not "nobody"
     assert (
         upload_model(FileObjectStore(tmp_path / "store"), "models", "old-one", path) == "old-one/model.onnx"
     )
+
+
+@pytest.fixture(scope="module")
+def two_outputs(tmp_path_factory: pytest.TempPathFactory) -> tuple[_TwoOutputGraph, Path]:
+    """A contract-2 model file as written before the ``receiver_trust`` output."""
+    rng = np.random.default_rng(13)
+    graph = _TwoOutputGraph(
+        small_net(False, embed_dim=16, pooling="mean"), random_stats(0, rng), from_iq=False
+    )
+    example = tuple(
+        torch.from_numpy(a) for a in (random_scalars(3, rng), random_mask(3, rng), random_frequency(3, rng))
+    )
+    folder = tmp_path_factory.mktemp("two-outputs")
+    path = export_onnx(
+        graph.eval(), example, folder / "exported.onnx", model_metadata(NETWORK, CFG, "older-two")
+    )
+    outputs_doc = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["outputs_doc"])
+    outputs_doc.pop("receiver_trust")
+    change = {"heimdall_onnx_contract": "2", "outputs_doc": json.dumps(outputs_doc)}
+    return graph, _rewrite_metadata(path, folder / "model.onnx", change)
+
+
+def test_a_contract_2_file_without_receiver_trust_is_still_served(
+    two_outputs: tuple[_TwoOutputGraph, Path], tmp_path: Path
+) -> None:
+    graph, path = two_outputs
+    assert [o.name for o in onnx.load(str(path)).graph.output] == ["position_enu_m", "covariance_enu_m2"]
+    loc = OnnxLocalizer(path)
+    assert loc.contract == "2" and loc.reads_frequency and not loc.reports_trust
+    rng = np.random.default_rng(14)
+    x, mask, freq = random_scalars(8, rng), random_mask(8, rng), random_frequency(8, rng)
+    got = loc.localize(x, mask, freq)
+    with torch.no_grad():
+        want_pos, want_cov = graph(*(torch.from_numpy(a) for a in (x, mask, freq)))
+    np.testing.assert_allclose(got.position_enu_m, want_pos.numpy(), atol=1.0)
+    np.testing.assert_allclose(got.covariance_enu_m2, want_cov.numpy(), rtol=1e-3)
+    assert got.receiver_trust is None and not got.set_aside(mask).any()
+    report = onnx_parity(path, graph, (x, mask, freq))
+    assert report["max_position_diff_m"] < 1.0 and np.isnan(report["max_trust_diff"])
+    inputs = model_inputs(loc.input_spec(features=False), power={3: x[0, 0], 5: x[0, 1], 8: x[0, 2]})
+    result = predict_session(loc, inputs)
+    assert result["set_aside"] is None and result["receivers"]["used"] == [3, 5, 8]
+    assert (
+        upload_model(FileObjectStore(tmp_path / "store"), "models", "older-two", path)
+        == "older-two/model.onnx"
+    )
+
+
+def test_the_mlflow_signature_lists_the_outputs_the_file_has(
+    scalar_model: Exported, two_outputs: tuple[_TwoOutputGraph, Path]
+) -> None:
+    pytest.importorskip("mlflow")
+    from heimdall.tracking.run import onnx_signature
+
+    new = onnx_signature(scalar_model.path).outputs.to_dict()
+    assert [o["name"] for o in new] == ["position_enu_m", "covariance_enu_m2", "receiver_trust"]
+    assert list(new[2]["tensor-spec"]["shape"]) == [-1, R]
+    old = onnx_signature(two_outputs[1]).outputs.to_dict()
+    assert [o["name"] for o in old] == ["position_enu_m", "covariance_enu_m2"]
+
+
+def test_the_graph_outputs_must_be_the_contracts(
+    scalar_model: Exported, two_outputs: tuple[_TwoOutputGraph, Path], tmp_path: Path
+) -> None:
+    """Metadata that claims another contract than the graph's outputs implement is refused on load, and so
+    is an output no contract names."""
+    rng = np.random.default_rng(15)
+    graph = _ContractOneGraph(
+        small_net(False, embed_dim=16, pooling="mean", use_frequency=False),
+        random_stats(0, rng),
+        from_iq=False,
+    )
+    graph.n_outputs = 3
+    example = (torch.from_numpy(random_scalars(3, rng)), torch.from_numpy(random_mask(3, rng)))
+    path = export_onnx(graph.eval(), example, tmp_path / "exported.onnx", model_metadata(NETWORK, CFG, "odd"))
+    mixed = _rewrite_metadata(path, tmp_path / "mixed.onnx", {"heimdall_onnx_contract": "1"})
+    with pytest.raises(
+        NotAHeimdallModelError,
+        match=r"contract 1 needs outputs \['position_enu_m', 'covariance_enu_m2'\], the graph has",
+    ):
+        OnnxLocalizer(mixed)
+    proto = onnx.load(str(scalar_model.path))
+    proto.graph.output[2].name = "receiver_weight"  # a name the contract does not know
+    for node in proto.graph.node:
+        for names in (node.input, node.output):
+            names[:] = ["receiver_weight" if o == "receiver_trust" else o for o in names]
+    onnx.save(proto, str(tmp_path / "stranger.onnx"))
+    OnnxLocalizer(scalar_model.path)  # the original loads
+    with pytest.raises(
+        NotAHeimdallModelError, match=r"contract 3 needs outputs .* the graph has \[.*'receiver_weight'\]"
+    ):
+        OnnxLocalizer(tmp_path / "stranger.onnx")
+    claims_two = _rewrite_metadata(
+        scalar_model.path, tmp_path / "claims-2.onnx", {"heimdall_onnx_contract": "2"}
+    )
+    with pytest.raises(
+        NotAHeimdallModelError, match=r"contract 2 needs outputs .* the graph has .*receiver_trust"
+    ):
+        OnnxLocalizer(claims_two)
+    claims_three = _rewrite_metadata(
+        two_outputs[1], tmp_path / "claims-3.onnx", {"heimdall_onnx_contract": "3"}
+    )
+    with pytest.raises(NotAHeimdallModelError, match=r"contract 3 needs outputs \[.*'receiver_trust'\], the"):
+        OnnxLocalizer(claims_three)
 
 
 def test_the_graph_inputs_must_be_the_contracts(
@@ -127,8 +252,8 @@ def test_the_graph_inputs_must_be_the_contracts(
     )
     with pytest.raises(NotAHeimdallModelError, match=r"contract 1 .* the graph has .*frequency_hz"):
         OnnxLocalizer(claims_one)
-    future = _rewrite_metadata(scalar_model.path, tmp_path / "future.onnx", {"heimdall_onnx_contract": "3"})
-    with pytest.raises(NotAHeimdallModelError, match=r"contract '3', this code reads '1' and '2'"):
+    future = _rewrite_metadata(scalar_model.path, tmp_path / "future.onnx", {"heimdall_onnx_contract": "4"})
+    with pytest.raises(NotAHeimdallModelError, match=r"contract '4', this code reads '1', '2', '3'"):
         OnnxLocalizer(future)
     with pytest.raises(NotAHeimdallModelError, match="not a Heimdall ONNX model"):
         upload_model(FileObjectStore(tmp_path / "store"), "models", "power-only", future)

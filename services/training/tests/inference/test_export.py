@@ -76,7 +76,7 @@ def test_iq_graph_replicates_features_normstats_and_net(iq_model: Exported) -> N
         spec, sc = stats.apply(log_mel, scalars, mask > 0.5)
         f = torch.from_numpy(freq)
         pos_ref, tril = graph.net(torch.from_numpy(spec), torch.from_numpy(sc), torch.from_numpy(mask), f)
-        pos, cov = graph(torch.from_numpy(iq), torch.from_numpy(mask), f)
+        pos, cov, _ = graph(torch.from_numpy(iq), torch.from_numpy(mask), f)
     torch.testing.assert_close(pos, pos_ref, rtol=1e-5, atol=1e-2)
     torch.testing.assert_close(cov, tril @ tril.mT, rtol=1e-4, atol=1e-2)
     assert pos.dtype == cov.dtype == torch.float32
@@ -99,7 +99,7 @@ def test_dynamic_batch_axis(iq_model: Exported, batch: int) -> None:
     assert position.shape == (batch, 2) and covariance.shape == (batch, 2, 2)
     assert position.dtype == covariance.dtype == np.float32
     with torch.no_grad():
-        want_pos, want_cov = iq_model.graph(*(torch.from_numpy(a) for a in (iq, mask, freq)))
+        want_pos, want_cov, _ = iq_model.graph(*(torch.from_numpy(a) for a in (iq, mask, freq)))
     np.testing.assert_allclose(position, want_pos.numpy(), atol=1.0)
     np.testing.assert_allclose(
         covariance, want_cov.numpy(), rtol=1e-3, atol=1e-3 * float(want_cov.abs().max())
@@ -132,12 +132,12 @@ def test_metadata_contract(iq_model: Exported) -> None:
     meta = {p.key: p.value for p in model.metadata_props}
     for key, value in iq_model.metadata.items():
         assert meta[key] == value
-    assert meta["heimdall_onnx_contract"] == "2"
+    assert meta["heimdall_onnx_contract"] == "3"
     assert meta["input_kind"] == "iq" and meta["n_receivers"] == "7" and meta["n_samples"] == str(T)
     assert float(meta["frequency_fill_hz"]) == pytest.approx(BANDS_HZ[1])  # the training median carrier
     assert set(json.loads(meta["inputs_doc"])) == {"iq", "receiver_mask", "frequency_hz"}
     assert "NaN = unknown" in json.loads(meta["inputs_doc"])["frequency_hz"]
-    assert set(json.loads(meta["outputs_doc"])) == {"position_enu_m", "covariance_enu_m2"}
+    assert set(json.loads(meta["outputs_doc"])) == {"position_enu_m", "covariance_enu_m2", "receiver_trust"}
     assert "metres" in meta["outputs_doc"] and "mW" in meta["inputs_doc"]
     assert meta["feature_config_hash"] == CFG.config_hash()
     assert json.loads(meta["station_ids"]) == list(NETWORK.station_ids)
@@ -145,7 +145,7 @@ def test_metadata_contract(iq_model: Exported) -> None:
     (carrier,) = [i for i in model.graph.input if i.name == "frequency_hz"]
     assert carrier.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert len(carrier.type.tensor_type.shape.dim) == 1  # (B,)
-    assert [o.name for o in model.graph.output] == ["position_enu_m", "covariance_enu_m2"]
+    assert [o.name for o in model.graph.output] == ["position_enu_m", "covariance_enu_m2", "receiver_trust"]
     for out in model.graph.output:
         assert out.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
         assert out.type.tensor_type.shape.dim[0].dim_param  # symbolic batch axis
@@ -160,7 +160,7 @@ def test_localizer_round_trips_the_frame(iq_model: Exported) -> None:
         assert localizer.frame == frame
         assert localizer.station_ids == NETWORK.station_ids and localizer.station_names == NETWORK.names
         assert localizer.input_kind == "iq" and localizer.n_samples == T and localizer.model_id == "iq-test_1"
-        assert localizer.contract == "2" and localizer.reads_frequency
+        assert localizer.contract == "3" and localizer.reads_frequency and localizer.reports_trust
         assert localizer.frequency_fill_hz == pytest.approx(BANDS_HZ[1])
         lat, lon = localizer.to_latlon(np.zeros(2))
         assert lat == pytest.approx(frame.origin_lat, abs=1e-12)
@@ -177,7 +177,7 @@ def test_localizer_predict_matches_graph_and_accepts_complex_iq(iq_model: Export
     pos, cov = localizer.predict(iq, mask > 0.5, freq)
     assert pos.dtype == cov.dtype == np.float64 and pos.shape == (3, 2) and cov.shape == (3, 2, 2)
     with torch.no_grad():
-        want_pos, _ = iq_model.graph(*(torch.from_numpy(a) for a in (iq, mask, freq)))
+        want_pos = iq_model.graph(*(torch.from_numpy(a) for a in (iq, mask, freq)))[0]
     np.testing.assert_allclose(pos, want_pos.numpy(), atol=1.0)
     pos_c, cov_c = localizer.predict(iq[:, :, 0] + 1j * iq[:, :, 1], mask, freq)
     np.testing.assert_array_equal(pos_c, pos)
@@ -216,7 +216,7 @@ def test_power_only_graph_matches_normstats_and_exports(scalar_model: Exported) 
     with torch.no_grad():
         f = torch.from_numpy(freq)
         pos_ref, tril = graph.net(torch.zeros(1), torch.from_numpy(sc), torch.from_numpy(mask), f)
-        pos, cov = graph(torch.from_numpy(scalars), torch.from_numpy(mask), f)
+        pos, cov, _ = graph(torch.from_numpy(scalars), torch.from_numpy(mask), f)
     torch.testing.assert_close(pos, pos_ref)
     torch.testing.assert_close(cov, tril @ tril.mT)
 

@@ -227,7 +227,7 @@ def test_locate_predicts_each_capture_as_onnx_does_by_hand(iq_model: Exported, t
             [np.nan if capture == 0 else np.median([433.92e6 + 1e3 * (k % 2) for k in range(5)])]
         )
         feeds = {"iq": x, "receiver_mask": mask, "frequency_hz": carrier.astype(np.float32)}
-        pos, cov = loc.session.run(None, feeds)
+        pos, cov, _ = loc.session.run(None, feeds)
         want.append((loc.to_latlon(pos[0].astype(np.float64)), cov[0]))
     before = sorted(tmp_path.iterdir())
     out = locate(

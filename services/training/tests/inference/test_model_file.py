@@ -84,7 +84,7 @@ def _session(seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _bare(path: Path, iq: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pos, cov = ort_session(path).run(None, {"iq": iq, "receiver_mask": mask, "frequency_hz": CARRIER})
+    pos, cov, _ = ort_session(path).run(None, {"iq": iq, "receiver_mask": mask, "frequency_hz": CARRIER})
     return pos.astype(np.float64), cov.astype(np.float64)
 
 
@@ -136,7 +136,7 @@ def test_the_scale_is_a_graph_constant_applied_once(model_file: Path, tmp_path: 
     iq, mask = _session(7)
     pos, cov = _bare(model_file, iq, mask)
     with torch.no_grad():
-        want_pos, want_cov = (
+        want_pos, want_cov, _ = (
             t.double().numpy()
             for t in unscaled(torch.from_numpy(iq), torch.from_numpy(mask), torch.from_numpy(CARRIER))
         )
@@ -227,7 +227,7 @@ def test_the_model_file_alone_locates_a_session_from_iq(model_file: Path, tmp_pa
         inputs = model_inputs(loc.input_spec(), recordings, session_id="s", frequency_hz=433.92e6)
         out = as_json(predict_session(loc, inputs))
         feeds = {{"iq": inputs.inputs, "receiver_mask": inputs.receiver_mask}}
-        pos, cov = loc.session.run(None, {{**feeds, "frequency_hz": inputs.frequencies}})
+        pos, cov, _ = loc.session.run(None, {{**feeds, "frequency_hz": inputs.frequencies}})
         loaded = sorted(m for m in sys.modules if m.startswith(("heimdall.storage", "heimdall.data",
                         "heimdall.services", "sqlalchemy", "boto3")))
         print(json.dumps({{"out": out, "cov": cov[0].tolist(), "loaded": loaded,

@@ -21,7 +21,7 @@ def _reference(
     model: Exported, x: np.ndarray, mask: np.ndarray, freq: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
-        pos, cov = model.graph(torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(freq))
+        pos, cov, _ = model.graph(torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(freq))
     return pos.double().numpy(), cov.double().numpy()
 
 

@@ -70,8 +70,8 @@ def render_estimates(estimates: Sequence[MapEstimate], fmt: str, title: str) -> 
 
 
 def locate_estimates(outcome: LocateOutcome) -> list[MapEstimate]:
-    """``heimdall locate``'s outcome as map inputs: every check (used, refused with its reason, excluded)
-    and the model's receivers that had no recording in the capture (absent)."""
+    """``heimdall locate``'s outcome as map inputs: every check (used, set aside by the model, refused with
+    its reason, excluded) and the model's receivers that had no recording in the capture (absent)."""
     from dataclasses import replace
 
     from heimdall.inference.formats import map_estimate
@@ -83,7 +83,7 @@ def locate_estimates(outcome: LocateOutcome) -> list[MapEstimate]:
         for r in est.receivers:
             if r.station_id is None:
                 continue  # a recording no receiver of the model matches: it has no place on the map
-            status = r.status if r.status in ("used", "refused", "excluded") else "refused"
+            status = r.status if r.status in ("used", "set_aside", "refused", "excluded") else "refused"
             note = "; ".join([*([r.reason] if r.reason else []), *r.notes]) or None
             receivers.append(
                 MapReceiver(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from heimdall.cli.app import app, load_settings, user_errors
+from heimdall.cli.app import app, console, load_settings, user_errors
 from heimdall.cli.map_output import FORMAT_HELP, OUTPUT_HELP, check_format, emit
 from heimdall.jobs.models import PromoteRequest, promote
 from heimdall.jobs.models import list_models as list_registered
@@ -83,10 +83,14 @@ def predict(
     output: Path | None = typer.Option(None, "--output", help=OUTPUT_HELP),
 ) -> None:
     """Locate one stored session with an ONNX model: lat/lon, covariance (m²), the 1σ/2σ/95 % ellipses and
-    the receivers (heard or not, SNR), as JSON, GeoJSON or a self-contained HTML map."""
-    from heimdall.inference.formats import render
+    the receivers (heard or not, SNR), as JSON, GeoJSON or a self-contained HTML map.
+
+    A receiver the model set aside (its reading fits no position) is named on stderr, one line each."""
+    from heimdall.inference.formats import render, set_aside_lines
     from heimdall.jobs.predict import predict_stored
 
     output = check_format(fmt, output)
     result = predict_stored(load_settings(), session, model, "json")
+    for line in set_aside_lines(result):
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
     emit(render([result], fmt, title=f"Heimdall predict: session {session}"), fmt, output, [session])

@@ -18,17 +18,24 @@ __all__ = [
     "RESERVED_KEYS",
     "SCALAR_INPUT_NAMES",
     "SUPPORTED_CONTRACTS",
+    "TRUST_OUTPUT",
     "NotAHeimdallModelError",
     "check_model_id",
     "input_names",
+    "output_names",
 ]
 
 #: Version of the ONNX I/O contract below; bump on any change of input/output names, shapes or units.
-#: Version 2 added the session's carrier ``frequency_hz (B,)`` as a third input (version 1: two inputs).
-CONTRACT_VERSION = "2"
-#: Contracts :class:`~heimdall.inference.localizer.OnnxLocalizer` serves: a version-1 file still runs.
-SUPPORTED_CONTRACTS: tuple[str, ...] = ("1", "2")
-OUTPUT_NAMES: tuple[str, str] = ("position_enu_m", "covariance_enu_m2")
+#: Version 2 added the session's carrier ``frequency_hz (B,)`` as a third input (version 1: two inputs);
+#: version 3 added ``receiver_trust (B, R)`` as a third output (versions 1 and 2: two outputs).
+CONTRACT_VERSION = "3"
+#: Contracts :class:`~heimdall.inference.localizer.OnnxLocalizer` serves: version-1 and -2 files still run.
+SUPPORTED_CONTRACTS: tuple[str, ...] = ("1", "2", "3")
+#: Each receiver's weight in the estimate (B, R): 1 = its reading was used, 0 = absent or set aside.
+TRUST_OUTPUT = "receiver_trust"
+#: What :func:`~heimdall.inference.onnx_export.export_onnx` writes (contract 3); contract-1 and -2 files
+#: have the first two (see :func:`output_names`).
+OUTPUT_NAMES: tuple[str, ...] = ("position_enu_m", "covariance_enu_m2", TRUST_OUTPUT)
 #: The carrier of each session in Hz, float32 (B,); NaN = unknown (the model's training median band).
 FREQUENCY_INPUT = "frequency_hz"
 IQ_INPUT_NAMES: tuple[str, ...] = ("iq", "receiver_mask", FREQUENCY_INPUT)
@@ -64,6 +71,12 @@ def input_names(contract: str, input_kind: str) -> tuple[str, ...]:
     """The graph input names of a model file of ``contract`` and ``input_kind`` (``iq`` or ``scalars``)."""
     names = IQ_INPUT_NAMES if input_kind == "iq" else SCALAR_INPUT_NAMES
     return names[:2] if contract == "1" else names
+
+
+def output_names(contract: str) -> tuple[tuple[str, ...], ...]:
+    """The graph output names a model file of ``contract`` may have (any one of the tuples returned):
+    ``receiver_trust`` came with contract 3, files of contracts 1 and 2 have the first two."""
+    return (OUTPUT_NAMES[:2],) if contract in ("1", "2") else (OUTPUT_NAMES,)
 
 
 def check_model_id(model_id: str) -> str:

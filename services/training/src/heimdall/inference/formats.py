@@ -42,12 +42,17 @@ __all__ = [
     "predict_session",
     "receiver_readings",
     "render",
+    "set_aside_lines",
 ]
 
 #: n of the n-sigma ellipses reported: 1σ (39.3 %), 2σ (86.5 %) and 95 % (n = 2.4477).
 SIGMA_LEVELS = ELLIPSE_LEVELS
 #: what ``--format`` accepts
 FORMATS = ("json", "geojson", "html")
+#: why a receiver is listed in ``set_aside`` (the model's ``receiver_trust`` is 0 for a present one)
+SET_ASIDE_REASON = "reading implausible for every position"
+#: what the user should do about it (the text line and the map's note)
+SET_ASIDE_ADVICE = "its power fits no position; check its calibration"
 
 
 def coverage(n_sigma: float) -> float:
@@ -70,10 +75,13 @@ def _num(v: float) -> float | None:
     return float(v) if math.isfinite(v) else None
 
 
-def receiver_readings(loc: OnnxLocalizer, inputs: SessionInputs) -> list[dict[str, Any]]:
-    """Every receiver of the model (name, position, used or absent) with the power, SNR and heard flag
-    of what it delivered: an IQ recording's scalars are computed as the features compute them, a
-    power-only row is reported as read. Stations the model does not know are listed as ignored."""
+def receiver_readings(
+    loc: OnnxLocalizer, inputs: SessionInputs, set_aside: frozenset[int] = frozenset()
+) -> list[dict[str, Any]]:
+    """Every receiver of the model (name, position, used, set aside or absent) with the power, SNR and
+    heard flag of what it delivered: an IQ recording's scalars are computed as the features compute
+    them, a power-only row is reported as read. Stations the model does not know are listed as ignored;
+    ``set_aside`` (station ids) are the present receivers whose reading the model set aside."""
     meta = {int(r["station_id"]): r for r in loc.receivers or ()}
     names = loc.station_names or tuple(str(s) for s in loc.station_ids)
     x, mask = inputs.inputs[0], inputs.receiver_mask[0]
@@ -91,6 +99,8 @@ def receiver_readings(loc: OnnxLocalizer, inputs: SessionInputs) -> list[dict[st
             "snr_db": None,
             "power_dbm": None,
         }
+        if int(sid) in set_aside:
+            row.update(status="set_aside", note=f"set aside by the model: {SET_ASIDE_ADVICE}")
         if mask[k] > 0:
             if cfg is not None:
                 s = receiver_scalars((x[k, 0] + 1j * x[k, 1]).astype(np.complex64), cfg)
@@ -132,6 +142,22 @@ def carrier_report(loc: OnnxLocalizer, frequency_hz: float | None) -> dict[str, 
     return {"frequency_hz": frequency_hz, "model_frequency_hz": used, "note": note}
 
 
+def _set_aside(loc: OnnxLocalizer, flagged: NDArray[np.bool_]) -> list[dict[str, Any]]:
+    names = loc.station_names or tuple(str(s) for s in loc.station_ids)
+    return [
+        {"station_id": int(loc.station_ids[k]), "name": str(names[k]), "reason": SET_ASIDE_REASON}
+        for k in np.flatnonzero(flagged)
+    ]
+
+
+def set_aside_lines(result: dict[str, Any]) -> list[str]:
+    """One line per receiver a :func:`predict_session` result lists as set aside (none: no lines)."""
+    return [
+        f"set aside: station {r['station_id']} ({r['name']}): {SET_ASIDE_ADVICE}"
+        for r in result.get("set_aside") or ()
+    ]
+
+
 def predict_session(
     loc: OnnxLocalizer, inputs: SessionInputs, model_ref: str | None = None
 ) -> dict[str, Any]:
@@ -139,9 +165,17 @@ def predict_session(
 
     ``carrier`` says which carrier the model read: the session's, the model's training median when the
     session's is unknown, or none (a contract-1 model, which predates the carrier input).
+    ``set_aside`` names the present receivers whose reading the model set aside as implausible for every
+    position (``receiver_trust`` 0): the estimate is made without them, so ``receivers.used`` leaves
+    them out. None for a model file of contract 1 or 2, which predates ``receiver_trust`` and cannot
+    say; absent receivers are never listed.
     """
-    pos, cov = loc.predict(inputs.inputs, inputs.receiver_mask, inputs.frequencies)
-    p, c = pos[0], cov[0]  # calibrated: the covariance the model was evaluated with
+    prediction = loc.localize(inputs.inputs, inputs.receiver_mask, inputs.frequencies)
+    flagged = prediction.set_aside(inputs.receiver_mask)[0]
+    set_aside = _set_aside(loc, flagged) if prediction.receiver_trust is not None else None
+    aside_ids = frozenset(r["station_id"] for r in set_aside or ())
+    # calibrated: the covariance the model was evaluated with
+    p, c = prediction.position_enu_m[0], prediction.covariance_enu_m2[0]
     lat, lon = loc.to_latlon(p)
     out: dict[str, Any] = {
         "session_id": inputs.session_id,
@@ -169,10 +203,11 @@ def predict_session(
         },
         "carrier": carrier_report(loc, inputs.frequency_hz),
         "receivers": {
-            "used": inputs.used_stations,
+            "used": [sid for sid in inputs.used_stations if sid not in aside_ids],
             "absent": inputs.absent_stations,
             "ignored": inputs.ignored_stations,
         },
+        "set_aside": set_aside,
     }
     if inputs.truth_latlon is not None:
         tlat, tlon = inputs.truth_latlon
@@ -181,7 +216,7 @@ def predict_session(
             "longitude": float(tlon),
             "error_m": float(haversine_m(lat, lon, tlat, tlon)),
         }
-    out["stations"] = receiver_readings(loc, inputs)
+    out["stations"] = receiver_readings(loc, inputs, aside_ids)
     return out
 
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from heimdall.data.normalization import NormStats
 from heimdall.features import SCALAR_NAMES, FeatureConfig, TorchFeatureExtractor
-from heimdall.inference.contract import IQ_INPUT_NAMES, SCALAR_INPUT_NAMES, check_model_id
+from heimdall.inference.contract import IQ_INPUT_NAMES, OUTPUT_NAMES, SCALAR_INPUT_NAMES, check_model_id
 from heimdall.model import LocalizationNet
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ DEFAULT_CALIBRATION: dict[str, object] = {
 
 
 class InferenceGraph(nn.Module):
-    """Raw receiver inputs → (position_enu_m (B, 2), covariance_enu_m2 (B, 2, 2)), float32, metres.
+    """Raw receiver inputs → (position_enu_m (B, 2), covariance_enu_m2 (B, 2, 2), receiver_trust (B, R)).
 
     * ``from_iq=True`` (default when the net uses spectrograms): ``forward(iq (B, R, 2, T),
       receiver_mask (B, R), frequency_hz (B,))`` with calibrated I and Q (``mean(I²+Q²)`` = power in
@@ -60,13 +60,19 @@ class InferenceGraph(nn.Module):
 
     ``frequency_hz`` is each session's carrier in Hz (ONNX contract 2); NaN = unknown, which the
     network reads as its training median carrier. A network built with ``use_frequency=False``
-    ignores it (the input stays in the graph: every contract-2 file takes the same three inputs).
+    ignores it (the input stays in the graph: every file since contract 2 takes the same three inputs).
 
     Standardisation replicates :meth:`NormStats.apply` exactly (NaN → 0 after standardising, absent
     receivers → 0), so absent receivers' inputs (zeros, huge values) never reach the outputs.
 
     ``covariance_scale`` (the validation-fitted calibration, 1.0 = none) multiplies ``L Lᵀ`` inside the
     graph; it is the buffer (ONNX initializer) ``covariance_scale``.
+
+    ``receiver_trust`` is the weight each receiver's reading had in the estimate: 1 = used, 0 = absent,
+    or present but *set aside* — a net with ``localize`` (the radio map, alone or fused) sets aside a
+    reading that no position explains (an uncalibrated, faulty or interfered receiver), and a consumer
+    must say so rather than present the estimate as made from every receiver. A net without
+    ``localize`` uses every present receiver: its trust is the mask.
     """
 
     spec_mean: Tensor
@@ -126,13 +132,24 @@ class InferenceGraph(nn.Module):
         return IQ_INPUT_NAMES if self.from_iq else SCALAR_INPUT_NAMES
 
     @property
+    def output_names(self) -> tuple[str, ...]:
+        return OUTPUT_NAMES
+
+    @property
+    def sets_aside(self) -> bool:
+        """Whether the net can set a present receiver aside (it has ``localize``: the radio map)."""
+        return callable(getattr(self.net, "localize", None))
+
+    @property
     def frequency_fill_hz(self) -> float | None:
         """The carrier an unknown ``frequency_hz`` stands for (None: the network ignores the carrier)."""
         if not getattr(self.net, "use_frequency", False):
             return None
         return float(self.net.frequency_fill_hz)
 
-    def forward(self, inputs: Tensor, receiver_mask: Tensor, frequency_hz: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, inputs: Tensor, receiver_mask: Tensor, frequency_hz: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """``inputs``: IQ (B, R, 2, T) or raw scalars (B, R, 4); ``receiver_mask`` (B, R), 1 = present;
         ``frequency_hz`` (B,) carrier in Hz, NaN = unknown."""
         r = self.n_receivers
@@ -159,9 +176,15 @@ class InferenceGraph(nn.Module):
             scalars = inputs
         sc = torch.nan_to_num((scalars - self.scalar_mean) / self.scalar_std, nan=0.0)
         sc = torch.where(present[:, :, None], sc, torch.zeros_like(sc))
-        position, scale_tril = self.net(spectrogram, sc, receiver_mask, frequency_hz.float())
+        used = present.float()
+        carrier = frequency_hz.float()
+        if self.sets_aside:
+            position, scale_tril, trust = self.net.localize(spectrogram, sc, receiver_mask, carrier)
+            used = used * trust.float()
+        else:
+            position, scale_tril = self.net(spectrogram, sc, receiver_mask, carrier)
         covariance = LocalizationNet.covariance(scale_tril).float() * self.covariance_scale
-        return position.float(), covariance
+        return position.float(), covariance, used
 
 
 def _f32(a: ArrayLike) -> Tensor:
@@ -269,6 +292,16 @@ def io_docs(graph: InferenceGraph, n_samples: int | None) -> tuple[str, str]:
         "covariance_enu_m2": (
             "float32 (B, 2, 2): covariance of position_enu_m in m^2, axes (east, north); symmetric positive "
             "definite (1-sigma ellipse = its eigen-decomposition)."
+        ),
+        "receiver_trust": (
+            f"float32 (B, {r}): the weight of each receiver's reading in the estimate, receiver k = "
+            "station_ids[k]: 1 = used, 0 = absent (receiver_mask 0) or set aside. "
+            + (
+                "A present receiver at 0 was set aside: its reading fits no position (an uncalibrated, "
+                "faulty or interfered receiver); name it to the user."
+                if graph.sets_aside
+                else "This model uses every present receiver: receiver_trust equals receiver_mask."
+            )
         ),
     }
     return json.dumps(inputs), json.dumps(outputs)

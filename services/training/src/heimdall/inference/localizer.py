@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -22,16 +22,17 @@ from heimdall.inference.contract import (
     FREQUENCY_INPUT,
     MAX_RECEIVERS,
     MAX_SAMPLES,
-    OUTPUT_NAMES,
     REQUIRED_CALLER_KEYS,
     SUPPORTED_CONTRACTS,
+    TRUST_OUTPUT,
     NotAHeimdallModelError,
     first_line,
     input_names,
+    output_names,
 )
 from heimdall.inference.inputs import InputSpec
 
-__all__ = ["OnnxLocalizer", "ellipse", "ort_session"]
+__all__ = ["OnnxLocalizer", "Prediction", "ellipse", "ort_session"]
 
 log = logging.getLogger("heimdall.inference")
 #: Models already warned about in this process (an uncalibrated model is said once, not per session).
@@ -82,6 +83,23 @@ def ellipse(
     return semi[..., 1], semi[..., 0], azimuth
 
 
+class Prediction(NamedTuple):
+    """What :meth:`OnnxLocalizer.localize` returns, float64: metres, m² and each receiver's weight."""
+
+    position_enu_m: NDArray[np.float64]  # (B, 2)
+    covariance_enu_m2: NDArray[np.float64]  # (B, 2, 2), calibrated
+    #: (B, R): 1 = the reading was used, 0 = absent or set aside (present but fitting no position);
+    #: None for a file written before the ``receiver_trust`` output, which cannot say
+    receiver_trust: NDArray[np.float64] | None
+
+    def set_aside(self, receiver_mask: ArrayLike) -> NDArray[np.bool_]:
+        """(B, R): present in ``receiver_mask`` and set aside by the model (all False when unknown)."""
+        present = np.asarray(receiver_mask, dtype=np.float64) > 0.5
+        if self.receiver_trust is None:
+            return np.zeros_like(present)
+        return present & (self.receiver_trust < 0.5)
+
+
 def _warn_uncalibrated(key: str) -> None:
     if key in _WARNED_UNCALIBRATED:
         return
@@ -107,9 +125,13 @@ class OnnxLocalizer:
     either way. A model with no fitted calibration (exported before calibration shipped) loads with
     scale 1 and one warning per process.
 
-    Contract 2 files take each session's carrier ``frequency_hz`` (:meth:`predict`); contract 1 files
+    Contract 2 and 3 files take each session's carrier ``frequency_hz`` (:meth:`predict`); contract 1 files
     (two inputs, exported before the carrier was an input) still load and run, without it
     (``reads_frequency`` False). Which one a file is, is checked against its graph's input names.
+
+    :meth:`localize` also returns ``receiver_trust`` (B, R), where a receiver the model set aside (a
+    reading no position explains) is 0; contract-1 and -2 files, written before that output
+    (``reports_trust`` False), give None there. :meth:`predict` is the position and covariance alone.
     """
 
     def __init__(self, model: str | Path | bytes, threads: int | None = 1) -> None:
@@ -124,7 +146,7 @@ class OnnxLocalizer:
         if self.contract not in SUPPORTED_CONTRACTS:
             raise NotAHeimdallModelError(
                 f"{where} uses ONNX contract {self.contract!r}, this code reads "
-                f"{' and '.join(map(repr, SUPPORTED_CONTRACTS))}"
+                f"{', '.join(map(repr, SUPPORTED_CONTRACTS))}"
             )
         self.metadata = meta
         self.input_kind: str = meta["input_kind"]
@@ -158,8 +180,17 @@ class OnnxLocalizer:
                 f"{where}: contract {self.contract} with input_kind {self.input_kind!r} needs inputs "
                 f"{expected}, the graph has {self._input_names}"
             )
-        #: whether the graph takes ``frequency_hz`` (contract 2); a contract-1 file predicts without it
+        #: whether the graph takes ``frequency_hz`` (contract ≥ 2); a contract-1 file predicts without it
         self.reads_frequency = FREQUENCY_INPUT in self._input_names
+        self._output_names = tuple(o.name for o in self.session.get_outputs())
+        allowed = output_names(self.contract)
+        if self._output_names not in allowed:
+            raise NotAHeimdallModelError(
+                f"{where}: contract {self.contract} needs outputs "
+                f"{' or '.join(str(list(a)) for a in allowed)}, the graph has {list(self._output_names)}"
+            )
+        #: whether the graph says which receivers it set aside (``receiver_trust``); older files do not
+        self.reports_trust = TRUST_OUTPUT in self._output_names
         try:
             self.receivers: tuple[dict[str, Any], ...] | None = (
                 tuple(dict(r) for r in json.loads(meta["receivers"])) if "receivers" in meta else None
@@ -261,13 +292,21 @@ class OnnxLocalizer:
     def predict(
         self, inputs: ArrayLike, receiver_mask: ArrayLike, frequency_hz: ArrayLike | None = None
     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """``position_enu_m`` (B, 2) and the calibrated ``covariance_enu_m2`` (B, 2, 2), float64; the
+        arguments are :meth:`localize`'s."""
+        position, covariance, _ = self.localize(inputs, receiver_mask, frequency_hz)
+        return position, covariance
+
+    def localize(
+        self, inputs: ArrayLike, receiver_mask: ArrayLike, frequency_hz: ArrayLike | None = None
+    ) -> Prediction:
         """IQ ``(B, R, 2, T)`` float or ``(B, R, T)`` complex, or scalars ``(B, R, 4)``, plus mask ``(B, R)``.
 
         ``frequency_hz``: each session's carrier in Hz, ``(B,)`` or one number for all; None or NaN =
-        unknown, which a contract-2 model reads as its training median carrier
+        unknown, which a contract-2 or -3 model reads as its training median carrier
         (:attr:`frequency_fill_hz`). A contract-1 model ignores it.
 
-        Returns ``position_enu_m`` (B, 2) and the calibrated ``covariance_enu_m2`` (B, 2, 2), float64.
+        Returns the :class:`Prediction`: position, calibrated covariance and ``receiver_trust``.
         """
         x = self._prepare(inputs)
         mask = np.asarray(receiver_mask).astype(np.float32)
@@ -279,11 +318,15 @@ class OnnxLocalizer:
         feeds = [x, mask]
         if self.reads_frequency:
             feeds.append(self._frequencies(frequency_hz, x.shape[0]))
-        position, covariance = self.session.run(
-            list(OUTPUT_NAMES), dict(zip(self._input_names, feeds, strict=True))
+        position, covariance, *trust = self.session.run(
+            list(self._output_names), dict(zip(self._input_names, feeds, strict=True))
         )
         cov = covariance.astype(np.float64)
-        return position.astype(np.float64), cov if self._post_scale == 1.0 else cov * self._post_scale
+        return Prediction(
+            position.astype(np.float64),
+            cov if self._post_scale == 1.0 else cov * self._post_scale,
+            trust[0].astype(np.float64) if trust else None,
+        )
 
     def to_latlon(self, position_enu_m: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
         """(…, 2) metres east/north of the model's frame → (lat, lon) WGS-84 degrees, float64."""

@@ -45,10 +45,11 @@ SNR_COLOUR_RANGE_DB = (-10.0, 40.0)
 #: distinct vertices of an ellipse ring (the closing vertex repeats the first)
 ELLIPSE_VERTICES = 72
 
-#: used: read by the model; absent: a model receiver with no recording in this session; refused:
-#: recording rejected by a check (its note says why); excluded: left out by the user; ignored: a
-#: recording from a station the model does not know.
-ReceiverStatus = Literal["used", "absent", "refused", "excluded", "ignored"]
+#: used: read by the model; set_aside: read, but its reading fits no position, so the model left it
+#: out (an uncalibrated or faulty receiver); absent: a model receiver with no recording in this session;
+#: refused: recording rejected by a check (its note says why); excluded: left out by the user; ignored:
+#: a recording from a station the model does not know.
+ReceiverStatus = Literal["used", "set_aside", "absent", "refused", "excluded", "ignored"]
 
 
 def confidence_of(n_sigma: float) -> float:

@@ -114,7 +114,8 @@ _APP_JS = r"""
     return {
       className: "heimdall-receiver heimdall-receiver-" + p.status,
       radius: 7, weight: p.status === "used" ? 2 : 1.5,
-      color: p.status === "refused" ? "#d62728" : (p.status === "used" ? "#222222" : "#888888"),
+      color: p.status === "refused" ? "#d62728" : (p.status === "set_aside" ? "#ff7f0e" :
+             (p.status === "used" ? "#222222" : "#888888")),
       dashArray: p.status === "used" ? null : "3 2",
       fillColor: heard ? snrColour(p.snr_db) : "#ffffff", fillOpacity: heard ? 0.95 : 0.6
     };
@@ -182,7 +183,9 @@ html, body { height: 100%; margin: 0; font: 13px/1.35 system-ui, sans-serif; }
 def _summary(est: MapEstimate) -> str:
     lat, lon = est.latlon
     used = sum(r.status == "used" for r in est.receivers)
-    text = f"{html.escape(est.label)}: {lat:.5f}, {lon:.5f} ({used} receivers used)"
+    aside = [r.name for r in est.receivers if r.status == "set_aside"]
+    text = f"{html.escape(est.label)}: {lat:.5f}, {lon:.5f} ({used} receivers used"
+    text += f"; set aside: {html.escape(', '.join(aside))})" if aside else ")"
     if est.error_m is not None:
         text += f", error {est.error_m:,.0f} m"
     return text

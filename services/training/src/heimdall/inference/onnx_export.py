@@ -17,7 +17,6 @@ from heimdall.atomic import atomic_path
 from heimdall.inference.contract import (
     CONTRACT_VERSION,
     MAX_BATCH,
-    OUTPUT_NAMES,
     REQUIRED_CALLER_KEYS,
     RESERVED_KEYS,
     check_model_id,
@@ -76,8 +75,9 @@ def export_onnx(
     """Export ``graph`` to ``path`` atomically (dynamic batch axis, one self-contained file).
 
     ``example_inputs`` follow :attr:`InferenceGraph.input_names` (contract :data:`CONTRACT_VERSION`:
-    IQ or scalars, receiver_mask, frequency_hz). Export with a batch of at least 2 so the batch axis is
-    not specialised to 1. The file is written
+    IQ or scalars, receiver_mask, frequency_hz); the outputs are :attr:`InferenceGraph.output_names`
+    (position_enu_m, covariance_enu_m2, receiver_trust). Export with a batch of at least 2 so the batch
+    axis is not specialised to 1. The file is written
     to a temporary sibling, checked with ``onnx.checker`` and renamed into place, so a failure never
     leaves a partial ``model.onnx`` (an existing one stays untouched).
     """
@@ -136,7 +136,7 @@ def export_onnx(
                 dynamo=True,
                 verbose=False,
                 input_names=list(graph.input_names),
-                output_names=list(OUTPUT_NAMES),
+                output_names=list(graph.output_names),
                 dynamic_shapes=tuple({0: batch} for _ in graph.input_names),
             )
         if program is None:

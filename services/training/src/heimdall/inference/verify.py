@@ -18,7 +18,7 @@ import torch
 from numpy.typing import ArrayLike, NDArray
 from torch import Tensor
 
-from heimdall.inference.contract import OUTPUT_NAMES
+from heimdall.inference.contract import OUTPUT_NAMES, TRUST_OUTPUT
 from heimdall.inference.graph import InferenceGraph
 from heimdall.inference.localizer import ort_session
 
@@ -70,7 +70,7 @@ def parity_with_reference(
     dists, rels = [], []
     for start in range(0, n, chunk_size):
         chunk = [a[start : start + chunk_size] for a in arrays]
-        pos, cov = session.run(list(OUTPUT_NAMES), dict(zip(names, chunk, strict=True)))
+        pos, cov = session.run(list(OUTPUT_NAMES[:2]), dict(zip(names, chunk, strict=True)))
         end = start + len(chunk[0])
         dist, rel = _differences(pos, cov, ref_pos[start:end], ref_cov[start:end])
         dists.append(dist)
@@ -95,25 +95,36 @@ def onnx_parity(
 
     ``max_position_diff_m``: largest Euclidean distance between the two positions (metres).
     ``max_covariance_rel_diff``: largest ``‖Σ_onnx − Σ_torch‖_F / ‖Σ_torch‖_F`` per session (a
-    per-element ratio would blow up on near-zero off-diagonal terms).
+    per-element ratio would blow up on near-zero off-diagonal terms). ``max_trust_diff``: largest
+    ``|receiver_trust_onnx − receiver_trust_torch|`` (0 or 1 where a set-aside decision differs; NaN when
+    the file has no ``receiver_trust`` output: contracts 1 and 2).
     """
     session = ort_session(path)
     names = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    has_trust = TRUST_OUTPUT in outputs
     arrays = [_as_f32(x) for x in inputs]
     if len(arrays) != len(names):
         raise ValueError(f"the model takes inputs {names}, got {len(arrays)} arrays")
     n = arrays[0].shape[0]
-    max_pos = max_cov = 0.0
+    max_pos = max_cov = max_trust = 0.0
     graph.eval()
     for start in range(0, n, chunk_size):
         chunk = [a[start : start + chunk_size] for a in arrays]
-        pos_o, cov_o = session.run(list(OUTPUT_NAMES), dict(zip(names, chunk, strict=True)))
+        got = session.run(list(OUTPUT_NAMES[: 3 if has_trust else 2]), dict(zip(names, chunk, strict=True)))
         with torch.no_grad():
-            pos_t, cov_t = (t.double().numpy() for t in graph(*(torch.from_numpy(c) for c in chunk)))
-        dist, rel = _differences(pos_o, cov_o, pos_t, cov_t)
+            want = [t.double().numpy() for t in graph(*(torch.from_numpy(c) for c in chunk))]
+        dist, rel = _differences(got[0], got[1], want[0], want[1])
         max_pos = max(max_pos, float(np.max(dist)))
         max_cov = max(max_cov, float(np.max(rel)))
-    return {"max_position_diff_m": max_pos, "max_covariance_rel_diff": max_cov, "n_sessions": float(n)}
+        if has_trust:
+            max_trust = max(max_trust, float(np.max(np.abs(got[2] - want[2]), initial=0.0)))
+    return {
+        "max_position_diff_m": max_pos,
+        "max_covariance_rel_diff": max_cov,
+        "max_trust_diff": max_trust if has_trust else float("nan"),
+        "n_sessions": float(n),
+    }
 
 
 def measure_latency(

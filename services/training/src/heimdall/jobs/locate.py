@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from heimdall.errors import UserError
 from heimdall.inference.checks import MIN_RECEIVERS, CheckedCapture, ReceiverCheck, check_capture
-from heimdall.inference.formats import as_json, predict_session
+from heimdall.inference.formats import SET_ASIDE_ADVICE, SET_ASIDE_REASON, as_json, predict_session
 from heimdall.inference.inputs import model_inputs
 from heimdall.inference.localizer import OnnxLocalizer
 from heimdall.inference.recordings_in import group_captures, read_user_recordings
@@ -59,12 +59,13 @@ class NetworkReceiver(BaseModel):
 
 
 class ReceiverReport(BaseModel):
-    """One recording of a capture: used (notes say what was done), refused or excluded (reason says why)."""
+    """One recording of a capture: used (notes say what was done), refused or excluded (reason says why),
+    or set aside (it passed the checks, but the model found its reading fits no position)."""
 
     station_id: int | None
     name: str | None
     source: str  # file name
-    status: str  # used | refused | excluded
+    status: str  # used | set_aside | refused | excluded
     reason: str | None = None
     notes: list[str] = Field(default_factory=list)
     sample_rate_hz: float
@@ -81,6 +82,8 @@ class ReceiverReport(BaseModel):
         """One line naming the receiver and the reason (refused/excluded) or what was done (used)."""
         who = f"station {self.station_id}" if self.station_id is not None else "receiver"
         who += f" ({self.name})" if self.name else ""
+        if self.status == "set_aside":
+            return f"set aside: {who} in {self.source}: {SET_ASIDE_ADVICE}"
         what = self.reason if self.reason else "; ".join(self.notes) or "as recorded"
         return f"{self.status}: {who} in {self.source}: {what}"
 
@@ -115,6 +118,9 @@ class CaptureEstimate(BaseModel):
     def excluded(self) -> list[ReceiverReport]:
         return [r for r in self.receivers if r.status == "excluded"]
 
+    def set_aside(self) -> list[ReceiverReport]:
+        return [r for r in self.receivers if r.status == "set_aside"]
+
     def as_json(self) -> dict[str, Any]:
         """``predict``'s JSON for this capture, its receivers section extended with every check."""
         out = as_json(self.prediction)
@@ -142,7 +148,8 @@ class LocateOutcome(BaseModel):
         }
 
     def lines(self) -> list[str]:
-        """Every refusal and exclusion, one line each, prefixed by the capture when there are several."""
+        """Every refusal, exclusion and receiver the model set aside, one line each, prefixed by the
+        capture when there are several."""
         many = len(self.estimates) > 1
         return [
             (f"capture {e.label}: " if many else "") + r.line()
@@ -206,6 +213,10 @@ def _estimate(
         frequency_hz=capture.frequency_hz,  # the band the files state; None: the model's training median
     )
     result = predict_session(loc, inputs, model_ref)
+    for entry in result["set_aside"] or ():  # passed every check, but its reading fits no position
+        for r in reports:
+            if r.status == "used" and r.station_id == entry["station_id"]:
+                r.status, r.reason = "set_aside", SET_ASIDE_REASON
     pos = result["position"]
     truth = result.get("truth")
     return CaptureEstimate(

@@ -225,10 +225,15 @@ def onnx_signature(model_path: Path) -> Any:
         else TensorSpec(f32, (-1, r, 4), "scalars")
     )
     carrier = [TensorSpec(f32, (-1,), "frequency_hz")] if loc.reads_frequency else []  # contract 2
+    trust = [TensorSpec(f32, (-1, r), "receiver_trust")] if loc.reports_trust else []  # older files lack it
     return ModelSignature(
         inputs=Schema([first, TensorSpec(f32, (-1, r), "receiver_mask"), *carrier]),
         outputs=Schema(
-            [TensorSpec(f32, (-1, 2), "position_enu_m"), TensorSpec(f32, (-1, 2, 2), "covariance_enu_m2")]
+            [
+                TensorSpec(f32, (-1, 2), "position_enu_m"),
+                TensorSpec(f32, (-1, 2, 2), "covariance_enu_m2"),
+                *trust,
+            ]
         ),
     )
 

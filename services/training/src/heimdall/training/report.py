@@ -83,6 +83,8 @@ class OnnxSummary(_Part):
     parity_tolerance_m: float | None = None
     parity_ok: bool | None = None
     max_position_diff_vs_torch_graph_m: float | None = None
+    #: largest |receiver_trust ONNX − torch| on the test split: 1 = a set-aside decision differs
+    max_trust_diff_vs_torch_graph: float | None = None
     covariance_scale_in_graph: float | None = None
     size_bytes: int
     latency_ms_p50: float
