@@ -631,31 +631,32 @@ def test_power_only_graph_takes_six_scalars(tmp_path: Path) -> None:
     stats = NormStats.fit(np.zeros((50, 3, 0, 0), np.float32), sc, np.ones((50, 3), bool))
     graph = InferenceGraph(net.eval(), stats, from_iq=False)
     mask = np.ones((4, 3), np.float32)
-    pos, _ = graph(torch.from_numpy(sc[:4]), torch.from_numpy(mask))
+    freq = torch.full((4,), 462.7e6)
+    pos, *_ = graph(torch.from_numpy(sc[:4]), torch.from_numpy(mask), freq)
     assert pos.shape == (4, 2)
     with pytest.raises(ValueError, match=r"\(B, 3, 6\)"):
-        graph(torch.from_numpy(sc[:4, :, :4]), torch.from_numpy(mask))
+        graph(torch.from_numpy(sc[:4, :, :4]), torch.from_numpy(mask), freq)
     path = export_onnx(
         graph,
-        (torch.from_numpy(sc[:2]), torch.ones(2, 3)),
+        (torch.from_numpy(sc[:2]), torch.ones(2, 3), torch.full((2,), 462.7e6)),
         tmp_path / "m.onnx",
         model_metadata(net_, FeatureConfig(), "six"),
     )
     loc = OnnxLocalizer(path)
-    p, c = loc.predict(sc[:4], mask)
+    p, c = loc.predict(sc[:4], mask, 462.7e6)
     want = pos.detach().numpy()
     # an untrained net: make sure its outputs differ per session far beyond the tolerance, or the parity
     # below would hold for an export that ignores its inputs
     assert np.ptp(want, axis=0).min() > 1000 * 1e-2
     assert np.allclose(p, want, atol=1e-2)
-    want_cov = graph(torch.from_numpy(sc[:4]), torch.from_numpy(mask))[1].detach().numpy()
+    want_cov = graph(torch.from_numpy(sc[:4]), torch.from_numpy(mask), freq)[1].detach().numpy()
     np.testing.assert_allclose(c, want_cov, rtol=1e-4)
     # the mask reaches the graph: one receiver off moves every estimate, the same way in both runtimes
     off = mask.copy()
     off[:, 1] = 0
-    moved = graph(torch.from_numpy(sc[:4]), torch.from_numpy(off))[0].detach().numpy()
+    moved = graph(torch.from_numpy(sc[:4]), torch.from_numpy(off), freq)[0].detach().numpy()
     assert np.linalg.norm(moved - want, axis=1).min() > 1.0
-    assert np.allclose(loc.predict(sc[:4], off)[0], moved, atol=1e-2)
+    assert np.allclose(loc.predict(sc[:4], off, 462.7e6)[0], moved, atol=1e-2)
     with pytest.raises(ValueError, match="scalars"):  # the IQ path computes exactly four
         InferenceGraph(
             LocalizationNet(3, net_.positions_enu_m() / 1000.0, 6, n_bands=64), stats, from_iq=True

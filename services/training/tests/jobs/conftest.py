@@ -33,7 +33,14 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     )
     trained = train(
         TrainRequest(
-            epochs=2, batch_size=16, seed=5, output_dir=root / "model", tracking=False, progress=False
+            epochs=2,
+            batch_size=16,
+            seed=5,
+            output_dir=root / "model",
+            tracking=False,
+            progress=False,
+            # the network: these tests exercise its band input; the radio map has its own job tests
+            localizer="network",
         ),
         settings,
     )

@@ -114,6 +114,13 @@ def train(
         "min_receivers heard (outage augmentation; never in validation or test).",
         show_default="0",
     ),
+    localizer: str | None = typer.Option(
+        None,
+        "--localizer",
+        help="What ships: auto (the network, the radio map or their fusion, by validation RMSE), "
+        "network or radiomap.",
+        show_default="auto",
+    ),
 ) -> None:
     """Train LocalizationNet on approved sessions, export and verify ONNX, write report.json/.md and plots."""
     from heimdall.jobs.train import TrainRequest
@@ -150,6 +157,7 @@ def train(
         from_run=from_run,
         init_from=init_from,
         receiver_dropout=receiver_dropout,
+        localizer=localizer,
     )
     _print(run_train(request, load_settings(), echo=lambda line: typer.echo(line, err=True)))
 

@@ -54,6 +54,7 @@ class TrainRequest(BaseModel):
     from_run: str | None = None
     init_from: str | None = None
     receiver_dropout: float | None = None
+    localizer: str | None = None  # "auto" | "network" | "radiomap" (model.localizer)
 
     def overrides(self) -> dict[str, Any]:
         """The configuration overrides these options make."""
@@ -76,6 +77,7 @@ class TrainRequest(BaseModel):
             "site_radius_m": self.site_radius_m,
             "init_from": self.init_from,
             "receiver_dropout": self.receiver_dropout,
+            "model": {"localizer": self.localizer} if self.localizer is not None else None,
         }
 
 

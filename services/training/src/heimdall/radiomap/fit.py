@@ -120,7 +120,7 @@ class FieldSettings:
     """How the residual field is learnt (chosen on validation by :mod:`heimdall.radiomap.tune`)."""
 
     bandwidth_m: float  # Gaussian kernel σ of the smoothing
-    shrinkage: float = 1.0  # pseudo-samples of "no residual" inside one kernel area
+    shrinkage: float = 1.0  # pseudo-samples of "no residual" inside one kernel area (inf: no field)
     cross_band: float = 0.5  # weight of the other bands' residuals
     power_prior_scale: float = 1.0  # the P prior's σ = scale · the training spread
 

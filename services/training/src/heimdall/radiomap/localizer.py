@@ -34,7 +34,7 @@ _ASYMPTOTIC_Z = -4.0
 #: Gauss-Hermite nodes for the transmit power in the censored term (enough: its integrand is smooth)
 QUADRATURE_NODES = 6
 #: blocks scored cell by cell after screening (the posterior's mass sits in a few dozen)
-TOP_BLOCKS = 48
+TOP_BLOCKS = 128
 _NEG = -1e30
 #: leaving one receiver out must raise the best log-likelihood by this much to distrust it (≈ 5σ)
 OUTLIER_NATS = 12.5
