@@ -83,7 +83,7 @@ def test_network_outputs_give_finite_loss_and_gradients(seed: int, scale: float,
     )
     scalars = torch.randn(batch, 4, 4) * scale
     mask = torch.rand(batch, 4) > 0.3
-    position, scale_tril = net(torch.zeros(batch, 4, 0, 0), scalars, mask)
+    position, scale_tril = net(torch.zeros(batch, 4, 0, 0), scalars, mask, torch.full((batch,), 145.5e6))
     nll = gaussian_nll_2d(position, scale_tril, torch.randn(batch, 2) * 1e5, torch.rand(batch) * 100)
     assert torch.isfinite(nll).all()
     nll.mean().backward()

@@ -73,11 +73,12 @@ def test_datamodule_uses_training_statistics(sim_services, cache_root) -> None:
     tr = a.indices("train")
     expected = NormStats.fit(a.spectrogram[tr], a.scalars[tr], a.mask[tr])
     assert np.allclose(dm.stats.scalar_mean, expected.scalar_mean)
-    spec, scal, mask, _, _ = next(iter(dm.train_dataloader()))
+    spec, scal, mask, freq, _, _ = next(iter(dm.train_dataloader()))
     assert spec.shape[0] == 8 and scal.shape == (8, 7, 4) and mask.dtype.__str__() == "torch.bool"
+    assert freq.shape == (8,) and bool((freq > 1e8).all())  # each session's carrier, in Hz
     assert abs(float(dm.datasets["train"].scalars[..., 0].mean())) < 0.2  # standardised on train
-    batches = [b[3] for b in dm.train_dataloader()]
-    again = [b[3] for b in HeimdallDataModule(a, batch_size=8, seed=1).train_dataloader()]
+    batches = [b[4] for b in dm.train_dataloader()]  # the targets
+    again = [b[4] for b in HeimdallDataModule(a, batch_size=8, seed=1).train_dataloader()]
     assert all((x == y).all() for x, y in zip(batches, again, strict=True))  # seeded shuffle
     stats2 = NormStats.from_dict(dm.stats.to_dict())
     assert np.array_equal(stats2.spec_std, dm.stats.spec_std)
@@ -87,7 +88,7 @@ def test_dataset_from_database(sim_services, cache_root) -> None:
     ds = HeimdallDataset.from_database(
         sim_services.db, sim_services.store, LABEL, "val", cache_root=cache_root
     )
-    assert len(ds) >= 1 and len(ds[0]) == 5
+    assert len(ds) >= 1 and len(ds[0]) == 6  # spectrogram, scalars, mask, frequency, target, sigma
 
 
 def test_empty_approved_set_names_labels(sim_services, cache_root) -> None:

@@ -72,7 +72,7 @@ def test_report_has_the_contract(trained) -> None:
 def test_onnx_is_loadable_and_uploaded(trained, sim_services) -> None:
     _, result = trained
     sess = ort.InferenceSession(str(result.output_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    assert [o.name for o in sess.get_outputs()] == ["position_enu_m", "covariance_enu_m2"]
+    assert [o.name for o in sess.get_outputs()] == ["position_enu_m", "covariance_enu_m2", "receiver_trust"]
     key = f"{result.model_id}/model.onnx"
     stored = sim_services.store.get_bytes(sim_services.settings.models_bucket, key)
     assert stored == (result.output_dir / "model.onnx").read_bytes()
