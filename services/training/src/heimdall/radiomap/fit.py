@@ -339,7 +339,3 @@ def fit_radio_map(
         has_snr=has_snr,
         settings=settings,
     )
-
-
-def with_settings(m: RadioMap, **changes: object) -> RadioMap:
-    return replace(m, **changes)  # type: ignore[arg-type]
