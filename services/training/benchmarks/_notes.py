@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-ORACLE = "bayes_oracle"
+ORACLE = "bayes_oracle"  # the oracle's method name in an evaluation (also used by _results)
 BASELINES = ("knn_fingerprint", "log_distance_nls", "weighted_centroid")
 COVERAGE = (0.393, 0.865)
 
 
-def _f0(x: float) -> str:
+def f0(x: float) -> str:
     return f"{x:,.0f}"
-
-
-def _ok(flag: bool) -> str:
-    return "met" if flag else "**not met**"
 
 
 def summary_table(finals: list[Any], powder: list[Any]) -> list[str]:
@@ -37,7 +33,7 @@ def summary_table(finals: list[Any], powder: list[Any]) -> list[str]:
         loc = (run.report.get("localizer") or {}).get("localizer", "network")
         cov = f"{100 * m.coverage_1sigma:.1f} / {100 * m.coverage_2sigma:.1f} %"
         lines.append(
-            f"| {run.name} | {loc} | {_f0(m.rmse_m)} | {f'×{m.rmse_m / o.rmse_m:.3f}' if o else '–'} | "
+            f"| {run.name} | {loc} | {f0(m.rmse_m)} | {f'×{m.rmse_m / o.rmse_m:.3f}' if o else '–'} | "
             f"{vs} | "
             f"{f'×{m.median_error_m / o.median_error_m:.3f}' if o else '–'} | {cov} |"
         )
@@ -84,8 +80,8 @@ def reading_notes(finals: dict[str, Any], powder: list[Any]) -> list[str]:
         m, k = ev.methods["model"], ev.methods["knn_fingerprint"]
         chosen = (k.tuning or {}).get("chosen", {})
         lines.append(
-            f"- **POWDER {run.name.split('-')[1]}.** Model mean {_f0(m.mean_error_m)} m, tuned kNN "
-            f"{_f0(k.mean_error_m)} m (k = {chosen.get('k')}, chosen on validation carved by whole time "
+            f"- **POWDER {run.name.split('-')[1]}.** Model mean {f0(m.mean_error_m)} m, tuned kNN "
+            f"{f0(k.mean_error_m)} m (k = {chosen.get('k')}, chosen on validation carved by whole time "
             "blocks: no neighbour along a walk leaks into the choice). 37 receivers, 8 on buses whose "
             "position the radio map takes from each reading."
         )

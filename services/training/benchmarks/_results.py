@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from _machine import machine
-from _notes import reading_notes, summary_table
+from _notes import ORACLE, f0, reading_notes, summary_table
 
 from heimdall.evaluate.report import EvaluationReport
 
-ORACLE = "bayes_oracle"
 #: The headline rows of the previous code on nw-italy-v1, quoted from RESULTS-nw-italy-v1.md (kept verbatim
 #: beside this file) for the comparison table; v1's data and models are not rebuilt by this script.
 V1_MAIN = {"model": 36_584, ORACLE: 34_063, "knn_fingerprint": 36_380, "log_distance_nls": 41_066,
@@ -51,10 +50,6 @@ class Run:
     name: str
     report: dict[str, Any]
     evaluation: EvaluationReport | None
-
-
-def f0(x: float) -> str:
-    return f"{x:,.0f}"
 
 
 def verdict(ok: bool) -> str:

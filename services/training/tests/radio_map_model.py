@@ -40,6 +40,7 @@ NETWORK = ReceiverNetwork(
     latitudes=tuple(float(v) for v in _lat),
     longitudes=tuple(float(v) for v in _lon),
 )
+BAD_ID, BAD_NAME = NETWORK.station_ids[BAD], NETWORK.names[BAD]
 
 
 def shifted(world: World) -> World:

@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 HEARD_SNR_DB = 6.0
 HEARD_RAMP_DB = 1.0
 
-__all__ = ["HEARD_RAMP_DB", "HEARD_SNR_DB", "heard", "heard_weight"]
+__all__ = ["HEARD_RAMP_DB", "HEARD_SNR_DB", "heard", "heard_weight", "signal_and_noise_dbm"]
 
 
 def heard(snr_db: ArrayLike) -> NDArray[np.bool_]:
@@ -37,3 +37,10 @@ def heard_weight(snr_db: ArrayLike) -> NDArray[np.float64]:
     """The model's soft input: 0 below ``threshold − width/2``, 1 above ``threshold + width/2``."""
     snr = np.asarray(snr_db, np.float64)
     return np.clip((snr - HEARD_SNR_DB) / HEARD_RAMP_DB + 0.5, 0.0, 1.0)
+
+
+def signal_and_noise_dbm(power_dbm: ArrayLike, snr_db: ArrayLike) -> tuple[NDArray, NDArray]:
+    """(signal, noise) power in dBm from a row's total power and SNR = 10·log10(P/N − 1)."""
+    power, snr = np.asarray(power_dbm), np.asarray(snr_db)
+    noise = power - 10.0 * np.log10(1.0 + 10.0 ** (snr / 10.0))
+    return noise + snr, noise

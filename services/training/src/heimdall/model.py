@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from heimdall.loss import covariance_from_tril
 
-__all__ = ["LocalizationNet", "band_constants"]
+__all__ = ["LocalizationNet", "band_constants", "predict_arrays"]
 
 _POOLING_MODES = ("attention", "mean")
 _COVARIANCE_MODES = ("full", "diagonal")
@@ -383,3 +383,24 @@ class LocalizationNet(nn.Module):
         zero = torch.zeros_like(off)
         scale_tril = torch.stack([diag[:, 0], zero, off, diag[:, 1]], dim=-1).unflatten(-1, (2, 2))
         return position, scale_tril
+
+
+@torch.no_grad()
+def predict_arrays(
+    net: nn.Module, spec: Tensor, scal: Tensor, mask: Tensor, frequency_hz: Tensor, batch: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions (N,2) and covariances (N,2,2) in float64 metres for whole arrays, in eval mode.
+
+    Any localiser with the network's signature (the network, the radio map, their fusion).
+    ``frequency_hz`` (N,) is each session's carrier in Hz (NaN = unknown: the training median band).
+    """
+    was_training = net.training
+    net.eval()
+    pos, cov = [], []
+    for i in range(0, spec.shape[0], batch):
+        rows = slice(i, i + batch)
+        p, tril = net(spec[rows], scal[rows], mask[rows], frequency_hz[rows])
+        pos.append(p.double().numpy())
+        cov.append(covariance_from_tril(tril).double().numpy())
+    net.train(was_training)
+    return np.concatenate(pos), np.concatenate(cov)

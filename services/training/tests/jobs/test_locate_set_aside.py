@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from radio_map_model import (
-    BAD,
+    BAD_ID,
+    BAD_NAME,
     CARRIER_HZ,
     CFG,
     NETWORK,
@@ -31,7 +32,6 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 runner = CliRunner()
-BAD_ID, BAD_NAME = NETWORK.station_ids[BAD], NETWORK.names[BAD]
 LINE = (
     f"set aside: station {BAD_ID} ({BAD_NAME}) in {BAD_NAME}.npy: "
     "its power fits no position; check its calibration"

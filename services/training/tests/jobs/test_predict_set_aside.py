@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from radio_map_model import (
-    BAD,
+    BAD_ID,
+    BAD_NAME,
     CARRIER_HZ,
     CFG,
     NETWORK,
@@ -37,7 +38,6 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 runner = CliRunner()
-BAD_ID, BAD_NAME = NETWORK.station_ids[BAD], NETWORK.names[BAD]
 START = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
 
 

@@ -10,8 +10,9 @@ import torch
 from heimdall.data.arrays import SessionArrays, load_session_arrays
 from heimdall.data.dataset import HeimdallDataModule
 from heimdall.features import FeatureConfig
+from heimdall.model import predict_arrays
 from heimdall.training.config import load_config
-from heimdall.training.module import WEIGHT, LocalizationModule, predict_arrays
+from heimdall.training.module import WEIGHT, LocalizationModule
 from heimdall.training.runner import build_net
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from heimdall.detection import HEARD_SNR_DB
+from heimdall.detection import HEARD_SNR_DB, signal_and_noise_dbm
 from heimdall.detection import heard as heard_rule
 from heimdall.features import SCALAR_NAMES
 
@@ -83,12 +83,6 @@ class PowerObservations:
             self.threshold[sel],
             self.frequency_hz[sel],  # type: ignore[index]
         )
-
-
-def signal_and_noise_dbm(power_dbm: np.ndarray, snr_db: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(signal, noise) power in dBm from total power and SNR = 10·log10(P/N − 1)."""
-    noise = power_dbm - 10.0 * np.log10(1.0 + 10.0 ** (snr_db / 10.0))
-    return noise + snr_db, noise
 
 
 def observations_from_arrays(arrays: Any, idx: np.ndarray, drop: int | None = None) -> PowerObservations:

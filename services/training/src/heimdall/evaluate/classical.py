@@ -25,6 +25,7 @@ from heimdall.evaluate.baseline_common import (
     tuning_report,
 )
 from heimdall.evaluate.classical_knn import KNNFingerprint
+from heimdall.radiomap.fit import log_distance_lstsq
 
 __all__ = [
     "KNNFingerprint",
@@ -73,26 +74,11 @@ class WeightedCentroid:
 
 
 def _fit_band(signal: np.ndarray, heard: np.ndarray, logd: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Offsets (sum zero), exponent and residual σ of S = A − 10·n·log10(d) + o_r by least squares.
-
-    The session's A is unknown, so each session's heard rows are centred (A drops out).
-    """
-    n_r = signal.shape[1]
-    use = heard & (heard.sum(axis=1, keepdims=True) >= 2)
-    cnt = use.sum(axis=1, keepdims=True).clip(min=1)
-    ybar = np.where(use, signal, 0).sum(axis=1, keepdims=True) / cnt
-    dbar = np.where(use, logd, 0).sum(axis=1, keepdims=True) / cnt
-    rows, cols = np.nonzero(use)
-    a = np.zeros((rows.size, n_r + 1))
-    a[np.arange(rows.size), cols] = 1.0
-    a[:, :n_r] -= (use / cnt)[rows]
-    a[:, n_r] = -10.0 * (logd[rows, cols] - dbar[rows, 0])
-    y = signal[rows, cols] - ybar[rows, 0]
-    dof = max(rows.size - np.unique(rows).size - n_r, 1)
-    a = np.vstack([a, np.r_[np.ones(n_r), 0.0][None, :]])  # offsets sum to zero (A absorbs the mean)
-    sol, *_ = np.linalg.lstsq(a, np.r_[y, 0.0], rcond=None)
-    sigma = float(np.sqrt(np.sum((y - a[:-1] @ sol) ** 2) / dof))
-    return sol[:n_r], float(sol[n_r]), max(sigma, 0.1)
+    """Offsets (sum zero), exponent and residual σ of S = A − 10·n·log10(d) + o_r by least squares
+    (:func:`heimdall.radiomap.fit.log_distance_lstsq`: the session's A is profiled out)."""
+    offsets, exponent, residuals, _, dof = log_distance_lstsq(signal, heard, logd)
+    sigma = float(np.sqrt(np.sum(residuals**2) / dof))
+    return offsets, exponent, max(sigma, 0.1)
 
 
 class LogDistanceNLS:

@@ -44,7 +44,7 @@ MIN_SIGMA_DB = 1.0
 MAX_FIELD_DB = 40.0
 ROUNDS = 3
 
-__all__ = ["FieldSettings", "Grid", "RadioMap", "fit_radio_map", "physics_only"]
+__all__ = ["FieldSettings", "Grid", "RadioMap", "fit_radio_map", "log_distance_lstsq", "physics_only"]
 
 
 @dataclass(frozen=True)
@@ -150,14 +150,17 @@ def _heard_hard(obs: Observed) -> np.ndarray:
     return obs.heard >= 0.5
 
 
-def _fit_log_distance(
+def log_distance_lstsq(
     signal: np.ndarray, heard: np.ndarray, logd: np.ndarray
-) -> tuple[np.ndarray, float] | None:
-    """Offsets (sum zero) and exponent of S = P − 10·n·log10(d) + g_r, each session's P profiled out."""
+) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, int]:
+    """Least squares of S = P − 10·n·log10(d) + g_r over the heard rows, each session's P profiled out.
+
+    Each session's heard rows are centred (P drops out); offsets sum to zero (P absorbs their mean).
+    Returns offsets (R,), exponent, residuals of the used rows, the used mask and the residual dof.
+    Shared by the radio map and the log-distance baseline (:mod:`heimdall.evaluate.classical`).
+    """
     n_r = signal.shape[1]
     use = heard & (heard.sum(axis=1, keepdims=True) >= 2)
-    if use.sum() < n_r + 2:
-        return None
     cnt = use.sum(axis=1, keepdims=True).clip(min=1)
     ybar = np.where(use, signal, 0).sum(axis=1, keepdims=True) / cnt
     dbar = np.where(use, logd, 0).sum(axis=1, keepdims=True) / cnt
@@ -167,10 +170,21 @@ def _fit_log_distance(
     a[:, :n_r] -= (use / cnt)[rows]
     a[:, n_r] = -10.0 * (logd[rows, cols] - dbar[rows, 0])
     y = signal[rows, cols] - ybar[rows, 0]
-    a = np.vstack([a, np.r_[np.ones(n_r), 0.0][None, :]])
-    sol, *_ = np.linalg.lstsq(a, np.r_[y, 0.0], rcond=None)
-    seen = use.any(axis=0)
-    return np.where(seen, sol[:n_r], 0.0), float(np.clip(sol[n_r], 1.0, 8.0))
+    dof = max(rows.size - np.unique(rows).size - n_r, 1)
+    lhs = np.vstack([a, np.r_[np.ones(n_r), 0.0][None, :]])
+    sol, *_ = np.linalg.lstsq(lhs, np.r_[y, 0.0], rcond=None)
+    return sol[:n_r], float(sol[n_r]), y - a @ sol, use, dof
+
+
+def _fit_log_distance(
+    signal: np.ndarray, heard: np.ndarray, logd: np.ndarray
+) -> tuple[np.ndarray, float] | None:
+    """Offsets (0 for receivers never used) and exponent (bounded to 1-8); None with too few rows."""
+    usable = heard & (heard.sum(axis=1, keepdims=True) >= 2)
+    if usable.sum() < signal.shape[1] + 2:
+        return None
+    offsets, exponent, _, use, _ = log_distance_lstsq(signal, heard, logd)
+    return np.where(use.any(axis=0), offsets, 0.0), float(np.clip(exponent, 1.0, 8.0))
 
 
 def physics_only(

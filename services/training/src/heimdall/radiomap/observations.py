@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from heimdall.detection import HEARD_RAMP_DB, HEARD_SNR_DB, heard_weight
+from heimdall.detection import HEARD_RAMP_DB, HEARD_SNR_DB, heard_weight, signal_and_noise_dbm
 from heimdall.features import SCALAR_NAMES
 
 POWER = SCALAR_NAMES.index("power_dbm")
@@ -39,11 +39,6 @@ class Observed:
     receivers_enu: np.ndarray  # (N, R, 2) metres: where each receiver was
 
 
-def _split_power(power: np.ndarray, snr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    noise = power - 10.0 * np.log10(1.0 + 10.0 ** (snr / 10.0))
-    return noise + snr, noise + HEARD_SNR_DB
-
-
 def observe(
     scalars: np.ndarray, mask: np.ndarray, receivers_enu: np.ndarray, has_snr: bool = True
 ) -> Observed:
@@ -58,7 +53,8 @@ def observe(
     present = mask.astype(bool) & np.isfinite(power)
     known = np.isfinite(snr) & has_snr
     with np.errstate(invalid="ignore", over="ignore"):
-        signal, threshold = _split_power(power, np.where(known, snr, 0.0))
+        signal, noise = signal_and_noise_dbm(power, np.where(known, snr, 0.0))
+        threshold = noise + HEARD_SNR_DB
         w = np.where(known, heard_weight(snr), 1.0)
     heard = np.where(present, w, 0.0)
     censored = np.where(present & known, 1.0 - w, 0.0)

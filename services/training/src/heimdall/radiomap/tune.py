@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from heimdall.model import predict_arrays
 from heimdall.radiomap.fit import FieldSettings, Grid, RadioMap, fit_radio_map, physics_only
 from heimdall.radiomap.localizer import RadioMapLocalizer
 from heimdall.radiomap.observations import observe
@@ -57,7 +58,6 @@ class MapChoice:
         }
 
 
-@torch.no_grad()
 def predict(
     loc: torch.nn.Module,
     scalars: np.ndarray,
@@ -65,19 +65,16 @@ def predict(
     frequency_hz: np.ndarray,
     batch: int = 64,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (N, 2) and covariances (N, 2, 2) of standardised scalars, in float64 metres."""
-    pos, cov = [], []
-    freq = np.asarray(frequency_hz, np.float32)
-    for i in range(0, scalars.shape[0], batch):
-        p, tril = loc(
-            torch.zeros(1),
-            torch.from_numpy(np.ascontiguousarray(scalars[i : i + batch], np.float32)),
-            torch.from_numpy(np.ascontiguousarray(mask[i : i + batch])),
-            torch.from_numpy(freq[i : i + batch]),
-        )
-        pos.append(p.double().numpy())
-        cov.append((tril @ tril.transpose(-1, -2)).double().numpy())
-    return np.concatenate(pos), np.concatenate(cov)
+    """Positions (N, 2) and covariances (N, 2, 2) of standardised scalars (numpy), in float64 metres."""
+    n = scalars.shape[0]
+    return predict_arrays(
+        loc,
+        torch.zeros(n, 1),  # a radio map reads no spectrogram
+        torch.from_numpy(np.ascontiguousarray(scalars, np.float32)),
+        torch.from_numpy(np.ascontiguousarray(mask)),
+        torch.from_numpy(np.asarray(frequency_hz, np.float32)),
+        batch=batch,
+    )
 
 
 def _rmse(pos: np.ndarray, truth: np.ndarray) -> float:

@@ -16,18 +16,16 @@ from torch import nn
 
 from heimdall.data.arrays import SessionArrays
 from heimdall.data.dataset import HeimdallDataModule
+from heimdall.data.recordings import arrays_frequencies
+from heimdall.evaluate.baseline_common import rmse
+from heimdall.model import predict_arrays
 from heimdall.radiomap.fusion import FusedLocalizer
 from heimdall.radiomap.tune import fit_on_train
-from heimdall.training.module import predict_arrays
 
 FUSION_WEIGHTS: tuple[float, ...] = (0.25, 0.5, 0.75)
 CHOICES = ("auto", "network", "radiomap")
 
 __all__ = ["CHOICES", "FUSION_WEIGHTS", "choose_localizer", "localizer_line"]
-
-
-def _rmse(pos: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.sum((pos - truth) ** 2, axis=1))))
 
 
 def _receivers(arrays: SessionArrays, idx: np.ndarray) -> np.ndarray:
@@ -53,7 +51,7 @@ def choose_localizer(
         arrays.mask[tidx],
         _receivers(arrays, tidx),
         arrays.target_enu_m[tidx],
-        _frequencies(arrays, tidx),
+        arrays_frequencies(arrays, tidx),
         val.scalars.numpy(),
         val.mask.numpy(),
         freq,
@@ -71,9 +69,9 @@ def choose_localizer(
         }
     p_net, _ = predict_arrays(net, val.spectrogram, val.scalars, val.mask, val.frequency_hz)
     p_map = mapped.val_positions
-    scores: dict[str, float] = {"network": _rmse(p_net, truth), "radiomap": mapped.val_rmse_m}
+    scores: dict[str, float] = {"network": rmse(p_net, truth), "radiomap": mapped.val_rmse_m}
     for w in FUSION_WEIGHTS:
-        scores[f"fusion_{w:g}"] = _rmse(w * p_map + (1.0 - w) * p_net, truth)
+        scores[f"fusion_{w:g}"] = rmse(w * p_map + (1.0 - w) * p_net, truth)
     # ties go to the simpler model: the map, then the network, then the fusions in order
     best = min(scores, key=lambda k: (round(scores[k], 3), list(scores).index(k) if k != "radiomap" else -1))
     report: dict[str, Any] = {
@@ -89,13 +87,6 @@ def choose_localizer(
     weight = float(best.split("_")[1])
     report["fusion_weight"] = weight
     return FusedLocalizer(net, mapped.localizer, weight).eval(), report
-
-
-def _frequencies(arrays: SessionArrays, idx: np.ndarray) -> np.ndarray:
-    """Training carriers (NaN where unknown: the radio map puts those in its first band)."""
-    if arrays.frequency_hz is None:
-        return np.full(idx.size, np.nan)
-    return np.asarray(arrays.frequency_hz, np.float64)[idx]
 
 
 def localizer_line(report: dict[str, Any]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
@@ -87,25 +86,3 @@ class LocalizationModule(pl.LightningModule):
             opt, T_max=max(1, self.epochs), eta_min=self.learning_rate * 0.02
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-
-
-@torch.no_grad()
-def predict_arrays(
-    net: nn.Module, spec: Tensor, scal: Tensor, mask: Tensor, frequency_hz: Tensor, batch: int = 512
-) -> tuple[np.ndarray, np.ndarray]:
-    """Positions (N,2) and covariances (N,2,2) in float64 metres for whole arrays, in eval mode.
-
-    ``frequency_hz`` (N,) is each session's carrier in Hz (NaN = unknown: the training median band).
-    """
-    from heimdall.loss import covariance_from_tril
-
-    was_training = net.training
-    net.eval()
-    pos, cov = [], []
-    for i in range(0, spec.shape[0], batch):
-        rows = slice(i, i + batch)
-        p, tril = net(spec[rows], scal[rows], mask[rows], frequency_hz[rows])
-        pos.append(p.double().numpy())
-        cov.append(covariance_from_tril(tril).double().numpy())
-    net.train(was_training)
-    return np.concatenate(pos), np.concatenate(cov)

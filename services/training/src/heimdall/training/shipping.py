@@ -37,10 +37,9 @@ from heimdall.inference.graph import InferenceGraph, model_metadata
 from heimdall.inference.onnx_export import export_onnx
 from heimdall.inference.publish import upload_model
 from heimdall.inference.verify import measure_latency, onnx_parity, parity_with_reference
-from heimdall.model import LocalizationNet
+from heimdall.model import LocalizationNet, predict_arrays
 from heimdall.services import Services
 from heimdall.training.config import TrainConfig
-from heimdall.training.module import predict_arrays
 
 __all__ = ["PARITY_REFERENCE", "PARITY_TOLERANCE_M", "finish_run", "fit_calibration"]
 
