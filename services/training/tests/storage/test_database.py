@@ -129,3 +129,41 @@ def test_concurrent_first_opens_migrate_once(db_url: str) -> None:
     with ThreadPoolExecutor(4) as pool:
         counts = list(pool.map(lambda _: first_open(), range(4)))
     assert counts == [len(NW_ITALY_STATIONS)] * 4
+
+
+def _hold_exclusive_lock(path, seconds: float):
+    """A plain sqlite3 connection that holds the file's exclusive lock (rollback journal) for a while."""
+    import sqlite3
+    import threading
+
+    holder = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    holder.execute("CREATE TABLE IF NOT EXISTS t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    timer = threading.Timer(seconds, lambda: (holder.execute("COMMIT"), holder.close()))
+    timer.start()
+    return timer
+
+
+def test_first_open_waits_out_a_busy_file(tmp_path) -> None:
+    """SQLITE_BUSY past the busy timeout (here another process converting or cleaning up the file) is retried."""
+    path = tmp_path / "h.db"
+    timer = _hold_exclusive_lock(path, 0.6)
+    started = time.monotonic()
+    db = open_database(f"sqlite:///{path}", connect_timeout_s=0.05)
+    waited = time.monotonic() - started
+    timer.join()
+    with db.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(WebSDRStation)) == len(NW_ITALY_STATIONS)
+    db.dispose()
+    assert waited >= 0.5
+
+
+def test_a_file_locked_for_good_fails_with_its_name(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import heimdall.storage.database as database
+
+    monkeypatch.setattr(database, "SQLITE_MIGRATION_WAIT_MS", 300)
+    path = tmp_path / "h.db"
+    timer = _hold_exclusive_lock(path, 3.0)
+    with pytest.raises(DatabaseError, match=r"cannot use database sqlite:///.*h\.db: database is locked"):
+        open_database(f"sqlite:///{path}", connect_timeout_s=0.05)
+    timer.join()

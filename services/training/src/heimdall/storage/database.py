@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -184,16 +185,35 @@ def open_database(
     if not create and path is not None and not path.is_file():
         raise DatabaseMissingError(path)
     engine = make_engine(url, connect_timeout_s)
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        if migrate:
-            upgrade_schema(engine)
-    except SQLAlchemyError as exc:
-        engine.dispose()
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
-        raise DatabaseError(f"cannot use database {redact_url(url)}: {redact_text(reason)}") from None
+    deadline = time.monotonic() + SQLITE_MIGRATION_WAIT_MS / 1000
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            if migrate:
+                upgrade_schema(engine)
+            break
+        except SQLAlchemyError as exc:
+            if path is not None and _sqlite_busy(exc) and time.monotonic() < deadline:
+                time.sleep(SQLITE_BUSY_RETRY_S)
+                continue
+            engine.dispose()
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
+            raise DatabaseError(f"cannot use database {redact_url(url)}: {redact_text(reason)}") from None
     return Database(url, engine, sessionmaker(engine, expire_on_commit=False))
+
+
+SQLITE_BUSY_RETRY_S = 0.05
+
+
+def _sqlite_busy(exc: SQLAlchemyError) -> bool:
+    """SQLITE_BUSY that the busy timeout does not cover.
+
+    In WAL mode a connection opening while the last one closes (it takes an exclusive lock to clean up
+    the WAL) or while another converts the file to WAL can get "database is locked" at once, without the
+    busy handler (sqlite.org/wal.html, "Sometimes queries return SQLITE_BUSY"): a first open retries.
+    """
+    return "database is locked" in str(getattr(exc, "orig", exc))
 
 
 def insert_ignoring_conflicts(db: Database, table: type) -> Insert:
