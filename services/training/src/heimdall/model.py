@@ -393,7 +393,10 @@ def predict_arrays(
 
     Any localiser with the network's signature (the network, the radio map, their fusion).
     ``frequency_hz`` (N,) is each session's carrier in Hz (NaN = unknown: the training median band).
+    A localiser with a ``max_batch`` attribute (the radio map: its memory grows with the batch) is run
+    in batches of at most that many sessions, so memory never grows with N.
     """
+    batch = min(batch, int(getattr(net, "max_batch", batch)))
     was_training = net.training
     net.eval()
     pos, cov = [], []

@@ -63,3 +63,24 @@ def test_step_and_predict_arrays_use_the_carrier(arrays: SessionArrays) -> None:
         want, _ = net(test.spectrogram, test.scalars, test.mask, test.frequency_hz)
     np.testing.assert_allclose(pos, want.double().numpy(), rtol=1e-5, atol=1e-2)
     assert cov.shape == (len(test), 2, 2)
+
+
+def test_predict_arrays_keeps_to_a_localisers_max_batch() -> None:
+    """A localiser whose memory grows with the batch (the radio map) is never handed more than max_batch."""
+    import torch
+
+    class Recorder(torch.nn.Module):
+        max_batch = 4
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.sizes: list[int] = []
+
+        def forward(self, spec, scal, mask, freq):  # type: ignore[no-untyped-def]
+            self.sizes.append(scal.shape[0])
+            b = scal.shape[0]
+            return torch.zeros(b, 2), torch.eye(2).expand(b, 2, 2)
+
+    net = Recorder()
+    pos, cov = predict_arrays(net, torch.zeros(10, 1), torch.zeros(10, 3, 4), torch.ones(10, 3), torch.zeros(10))
+    assert net.sizes == [4, 4, 2] and pos.shape == (10, 2) and cov.shape == (10, 2, 2)

@@ -32,6 +32,11 @@ def simulate(
         help="CSV (latitude,longitude[,power_w][,name]) or YAML file of fixed transmitter sites: "
         "every session is at one of them, picked uniformly.",
     ),
+    power_only: bool = typer.Option(
+        False,
+        "--power-only",
+        help="Store power and SNR rows only, no IQ (an RSS network's sessions; label sim:<scenario>:power).",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     workers: int = typer.Option(
         1, "--workers", help="Processes simulating batches in parallel (same sessions and bytes as 1)."
@@ -50,6 +55,7 @@ def simulate(
         dataset=dataset,
         workers=workers,
         sites=sites,
+        power_only=power_only,
     )
     with Progress(
         TextColumn("[bold]simulate[/] {task.description}"),
@@ -66,7 +72,8 @@ def simulate(
             bar.start_task(task)
 
         out = run_simulate(request, load_settings(), progress=advance)
-    at = "" if out.sites is None else f" at {out.sites} fixed sites into dataset {out.dataset}"
+    at = "" if out.sites is None else f" at {out.sites} fixed sites"
+    at += f" into dataset {out.dataset}" if out.sites is not None or power_only else ""
     typer.echo(
         f"simulated {out.sessions} sessions of {out.scenario} (seed {out.seed}){at}: {out.written} written, "
         f"{out.skipped} already present, {out.elapsed_s:.1f} s ({out.sessions_per_s:.0f} sessions/s) "

@@ -21,9 +21,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from heimdall.errors import HeimdallError, UserError
+from heimdall.jobs.train_options import TrainOptions, mlflow_reference
 from heimdall.settings import Settings, redact_text
 from heimdall.storage import training_jobs as rows
 from heimdall.storage.database import Database
@@ -50,35 +51,27 @@ class JobConfigError(UserError):
         super().__init__("; ".join(f"{'.'.join(map(str, p['loc']))}: {p['msg']}" for p in problems))
 
 
-class JobSubmission(BaseModel):
-    """The options of ``heimdall train`` a client may set. The server chooses the output folder (one per
-    job) and never reads a file a client names, so ``--output-dir``, ``--config`` and ``--resume`` are
-    not offered; every value is checked by :class:`TrainConfig`, as on the command line."""
+class JobSubmission(TrainOptions):
+    """The options of ``heimdall train`` a client may set (:class:`TrainOptions`, the same list). The server
+    chooses the output folder (one per job) and never reads a file a client names, so ``--output-dir``,
+    ``--config`` and ``--resume`` are not offered and ``init_from`` must be an MLflow run or registered
+    model, never a path on the server; every value is checked by :class:`TrainConfig`, as on the command
+    line."""
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
-    seed: int | None = None
-    datasets: list[str] | None = None
-    max_sessions: int | None = None
-    accelerator: str | None = None
-    devices: str | None = None
-    num_nodes: int | None = None
-    strategy: str | None = None
-    patience: int | None = None
-    split: str | None = None
-    val_datasets: list[str] | None = None
-    test_datasets: list[str] | None = None
-    site_radius_m: float | None = None
-    tracking: bool = True
-    promote: bool = False
-    from_run: str | None = None
+    @field_validator("init_from")
+    @classmethod
+    def _mlflow_only(cls, value: str | None) -> str | None:
+        if value is not None and mlflow_reference(value) is None:
+            raise ValueError(
+                "a job starts from an MLflow run (runs:/ID or its 32-hex id) or a registered model "
+                "(models:/NAME/VERSION, NAME@ALIAS), not from a path on the server"
+            )
+        return value
 
     def overrides(self) -> dict[str, Any]:
-        skip = {"tracking", "promote", "from_run"}
-        return {k: v for k, v in self.model_dump().items() if k not in skip and v is not None}
+        return {k: v for k, v in self.config_overrides().items() if v is not None}
 
     def validated(self) -> TrainConfig:
         """The configuration this job will train with; JobConfigError naming each bad field."""

@@ -12,6 +12,11 @@ one of the file's sites; the file is parsed, placed in the scenario's area and p
 can make heard before anything is written. Such sessions get their own ids and, by default, their own
 dataset label ``sim:<scenario>:sites-<first 8 hex of the sites' hash>``, so a uniform training set never
 takes them in silently; their notes name the site and the sites' hash.
+
+With ``power_only`` (``--power-only``) the sessions are stored as an RSS network reports them: measurement
+rows with power and SNR, no IQ objects (what ``heimdall import rss`` writes). They are the same draws as
+the IQ run of that seed but their own sessions: ids ``uuid5(IQ session id, "power-only")`` and the label
+``…:power``, so one store can hold both.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import dataclasses
 import json
 import multiprocessing
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -39,6 +45,7 @@ from heimdall.storage.scenarios import register_scenario, simulation_truth
 from heimdall.storage.stations import NewStation, register_stations
 
 BATCH = 64
+POWER_ONLY = "power-only"  # uuid5 name deriving a power-only session's id from the IQ session's
 MAX_WORKERS = 64
 
 #: ``progress(scenario name, sessions done, sessions in all)``: once before the first batch, then per batch.
@@ -56,6 +63,7 @@ class SimulateRequest(BaseModel):
     dataset: str | None = None
     workers: int = 1  # processes; sessions are seeded by index, so any count writes the same bytes
     sites: str | None = None  # a sites file (CSV or YAML): sessions only at those transmitter sites
+    power_only: bool = False  # rows with power and SNR only, no IQ objects (an RSS network's sessions)
 
 
 class SimulateOutcome(BaseModel):
@@ -93,7 +101,7 @@ def simulate(
     sites = None if request.sites is None else load_sites(request.sites)
     # validates the arguments before any I/O, sites included (outside the area, never heard)
     simulate_sessions(spec, n, seed, duration, start, sites)
-    dataset = request.dataset or default_dataset(spec, sites)
+    dataset = request.dataset or default_dataset(spec, sites, request.power_only)
     request = request.model_copy(update={"dataset": dataset})
     say = progress or (lambda _name, _done, _total: None)
     services = open_services(settings)
@@ -128,16 +136,33 @@ def simulate(
     )
 
 
-def default_dataset(spec: Scenario, sites: Sites | None) -> str:
-    """``sim:<scenario>``, or ``sim:<scenario>:sites-<hash8>`` for a fixed-site run (kept apart)."""
-    return spec.dataset_label if sites is None else f"{spec.dataset_label}:sites-{sites.sha256[:8]}"
+def default_dataset(spec: Scenario, sites: Sites | None, power_only: bool = False) -> str:
+    """``sim:<scenario>``, or ``sim:<scenario>:sites-<hash8>`` for a fixed-site run (kept apart);
+    ``:power`` appended for a power-only run."""
+    label = spec.dataset_label if sites is None else f"{spec.dataset_label}:sites-{sites.sha256[:8]}"
+    return f"{label}:power" if power_only else label
+
+
+def _power_only(record: SessionRecord) -> SessionRecord:
+    """The session as an RSS network stores it: its receivers' power and SNR rows without IQ."""
+    rows = tuple(dataclasses.replace(m, iq=None, iq_sample_rate=None) for m in record.measurements)
+    return dataclasses.replace(record, measurements=rows)
+
+
+def _session_id(spec: Scenario, seed: int, index: int, sites: Sites | None, power_only: bool) -> uuid.UUID:
+    sid = session_id_for(spec, seed, index, sites)
+    return uuid.uuid5(sid, POWER_ONLY) if power_only else sid
 
 
 def _record(
     sim: SimulatedSession, spec: Scenario, sites: Sites | None, request: SimulateRequest
 ) -> SessionRecord:
     """The session's rows, IQ and truth; a fixed-site session's notes also name its site."""
+    if request.power_only:  # its own session: ids of rows and source derive from the session id
+        sim = dataclasses.replace(sim, session_id=uuid.uuid5(sim.session_id, POWER_ONLY))
     record = session_record(sim, spec.name, request.seed, request.dataset)
+    if request.power_only:
+        record = _power_only(record)
     if sites is not None and sim.site is not None:
         notes = {**json.loads(record.notes or "{}"), "site": sites.sites[sim.site].name}
         notes["sites_sha256"] = sites.sha256
@@ -150,7 +175,7 @@ def _write_batch(
 ) -> tuple[int, int]:
     """Simulate and write sessions ``first … first+count-1`` atomically; skip them if already complete."""
     seed = request.seed
-    ids = [session_id_for(spec, seed, k, sites) for k in range(first, first + count)]
+    ids = [_session_id(spec, seed, k, sites, request.power_only) for k in range(first, first + count)]
     stored = existing_session_ids(services.db, ids)
     if len(stored) == count and not missing_objects(services.db, services.store, ids):
         return 0, count  # a re-run with every row and object in place: nothing to simulate

@@ -8,7 +8,6 @@ the run, register the model and decide on the champion alias, and compare a re-r
 
 from __future__ import annotations
 
-import re
 import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -19,6 +18,7 @@ from pydantic import BaseModel
 
 from heimdall.errors import UserError
 from heimdall.jobs.models import ChampionOutcome, VersionRecord
+from heimdall.jobs.train_options import TrainOptions, mlflow_reference
 from heimdall.services import open_services
 from heimdall.settings import Settings
 from heimdall.training.config import TrainConfig, load_config
@@ -27,58 +27,17 @@ from heimdall.training.report import TrainReport
 from heimdall.training.runner import TrainResult, resume_checkpoint, run_training
 
 
-class TrainRequest(BaseModel):
-    """The options of ``heimdall train``; None leaves the configuration's value (or its default)."""
+class TrainRequest(TrainOptions):
+    """The options of ``heimdall train``: the shared :class:`TrainOptions` and what only a local caller sets."""
 
-    epochs: int | None = None
-    batch_size: int | None = None
-    learning_rate: float | None = None
     output_dir: Path | None = None
-    seed: int | None = None
     config: Path | None = None
-    datasets: list[str] | None = None
-    max_sessions: int | None = None
-    accelerator: str | None = None
-    devices: str | None = None
-    num_nodes: int | None = None
-    strategy: str | None = None
-    patience: int | None = None
-    split: str | None = None
-    val_datasets: list[str] | None = None
-    test_datasets: list[str] | None = None
-    site_radius_m: float | None = None
     resume: bool = False
     progress: bool = True  # Lightning's progress bar
-    tracking: bool = True
-    promote: bool = False
-    from_run: str | None = None
-    init_from: str | None = None
-    receiver_dropout: float | None = None
-    localizer: str | None = None  # "auto" | "network" | "radiomap" (model.localizer)
 
     def overrides(self) -> dict[str, Any]:
         """The configuration overrides these options make."""
-        return {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "output_dir": self.output_dir,
-            "seed": self.seed,
-            "datasets": self.datasets or None,
-            "max_sessions": self.max_sessions,
-            "accelerator": self.accelerator,
-            "devices": self.devices,
-            "num_nodes": self.num_nodes,
-            "strategy": self.strategy,
-            "patience": self.patience,
-            "split": self.split,
-            "val_datasets": self.val_datasets,
-            "test_datasets": self.test_datasets,
-            "site_radius_m": self.site_radius_m,
-            "init_from": self.init_from,
-            "receiver_dropout": self.receiver_dropout,
-            "model": {"localizer": self.localizer} if self.localizer is not None else None,
-        }
+        return {**self.config_overrides(), "output_dir": self.output_dir}
 
 
 class TrackedRunInfo(BaseModel):
@@ -256,26 +215,6 @@ def _compare_with(client: Any, run_id: str | None, result: TrainResult) -> Rerun
 
 
 #: An MLflow run id as MLflow creates them (a uuid4 in hex).
-_RUN_ID = re.compile(r"[0-9a-f]{32}")
-
-
-def mlflow_reference(reference: str) -> tuple[str, str] | None:
-    """``("run", RUN_ID)`` or ``("model", "models:/…")`` for an MLflow reference, None for anything else.
-
-    ``models:/NAME/VERSION``, ``models:/NAME@ALIAS`` and a logged ``models:/m-…`` are models; so is a bare
-    ``NAME@ALIAS``. ``runs:/RUN_ID[/…]`` and 32 hex digits are runs.
-    """
-    if reference.startswith("models:/"):
-        return "model", reference
-    if reference.startswith("runs:/"):
-        return "run", reference.removeprefix("runs:/").split("/")[0]
-    if _RUN_ID.fullmatch(reference):
-        return "run", reference
-    if "@" in reference and "/" not in reference and not reference.startswith("@"):
-        return "model", f"models:/{reference}"
-    return None
-
-
 def _missing(exc: Exception) -> bool:
     text = str(exc)
     return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or any(

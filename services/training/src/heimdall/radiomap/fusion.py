@@ -34,6 +34,7 @@ class FusedLocalizer(nn.Module):
         self.use_frequency = bool(getattr(net, "use_frequency", False) or radio_map.use_frequency)
         fill = getattr(net, "frequency_fill_hz", None) if getattr(net, "use_frequency", False) else None
         self.frequency_fill_hz = float(fill) if fill is not None else radio_map.frequency_fill_hz
+        self.max_batch = radio_map.max_batch  # the radio map's memory bounds the pair's batch
 
     def forward(
         self, spectrogram: Tensor, scalars: Tensor, mask: Tensor, frequency_hz: Tensor

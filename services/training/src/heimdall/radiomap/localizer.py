@@ -77,6 +77,10 @@ def _f32(x: np.ndarray | float) -> Tensor:
 class RadioMapLocalizer(nn.Module):
     """Grid posterior of a :class:`~heimdall.radiomap.fit.RadioMap`: position (B, 2), Cholesky L (B, 2, 2)."""
 
+    #: sessions per forward pass for whole arrays (``predict_arrays``, ONNX parity): the censored terms
+    #: hold B × R × TOP_BLOCKS·BLOCK² × 6 values, ~25 MB per tensor at 64 sessions (1.4 GB of them at 512)
+    max_batch = 64
+
     cells: Tensor
     field: Tensor
     offset: Tensor
