@@ -13,6 +13,7 @@ from typing import Any
 
 from _machine import machine
 from _notes import ORACLE, f0, reading_notes, summary_table
+from _sections import kept_sections
 
 from heimdall.evaluate.report import EvaluationReport
 
@@ -382,7 +383,8 @@ def write_results(
         L += powder_section(run)
     L += reading_notes(by_name, powder)
     L += ["## Throughput and latency (medians of repeated runs)", "", *speed_tables(here, root, commands)]
-    L += ["## Commands", "", "```bash", *commands, "```", ""]
     path = here / "RESULTS.md"
+    L += kept_sections(path)  # cost growth, ingest: blocks written by their own scripts
+    L += ["## Commands", "", "```bash", *commands, "```", ""]
     path.write_text("\n".join(L))
     return path

@@ -1,7 +1,7 @@
 """Cost growth: time and peak memory of each pipeline stage against the number of sessions.
 
-Run: .venv/bin/python services/training/benchmarks/cost_growth.py [--kind power|iq] [--sizes 1000 10000 100000]
-     [--work DIR] [--workers 2] [--scenario nw-italy-v2]
+Run: .venv/bin/python services/training/benchmarks/cost_growth.py [--kind power|iq]
+     [--sizes 1000 10000 100000] [--work DIR] [--workers 2] [--scenario nw-italy-v2]
 
 Every stage is the real command in its own process, on a fresh embedded store (SQLite + folder) per size:
 
@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _machine import machine
+from _sections import write_section
 
 SCENARIO = "nw-italy-v2"  # --scenario
 HEIMDALL = [str(Path(sys.executable).with_name("heimdall"))]  # the console script of this venv
@@ -70,7 +71,7 @@ def measure_size(
         train = [*HEIMDALL, "train", "--dataset", label, "--epochs", "1", "--no-tracking", "--no-progress"]
         wall, peak = run_measured([*train, "--output-dir", str(data / f"run-{run}")], env)
         reports.append((wall, peak, json.loads((data / f"run-{run}" / "report.json").read_text())))
-    (wall, peak, cold), (wall_w, peak_w, warm) = reports
+    (wall, peak, cold), (_, peak_w, warm) = reports
     out["feature build (cold)"] = (cold["timing"]["load_seconds"], peak)
     out["feature build (warm)"] = (warm["timing"]["load_seconds"], peak_w)
     out["one epoch"] = (cold["timing"]["fit_seconds"], peak)
@@ -110,6 +111,7 @@ def main() -> None:
     ap.add_argument("--scenario", default=SCENARIO, help="shipped scenario name")
     ap.add_argument("--workers", type=int, default=2, help="heimdall simulate --workers")
     ap.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
+    ap.add_argument("--results", action="store_true", help="also write the table into RESULTS.md")
     args = ap.parse_args()
     figures: dict[int, dict[str, tuple[float, float]]] = {}
     for n in args.sizes:
@@ -117,8 +119,13 @@ def main() -> None:
         print(f"{n} {args.kind} sessions: {json.dumps(figures[n])}", file=sys.stderr, flush=True)
     if args.json is not None:
         args.json.write_text(json.dumps({str(n): f for n, f in figures.items()}, indent=2))
-    print(table(f"{args.scenario} {args.kind}", figures))
-    print(f"\nmachine: {machine()}")
+    text = f"{table(f'{args.scenario} {args.kind}', figures)}\n\nmachine: {machine()}"
+    print(text)
+    if args.results:
+        command = " ".join(["services/training/benchmarks/cost_growth.py", *sys.argv[1:]])
+        what = "power-only sessions (no IQ)" if args.kind == "power" else "sessions with IQ"
+        title = f"## Cost growth: {what}, {args.scenario}"
+        write_section(f"cost-growth-{args.kind}", f"{title}\n\n`.venv/bin/python {command}`\n\n{text}")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine
+from _sections import write_section
 
 BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 HEIMDALL = str(Path(sys.executable).with_name("heimdall"))
@@ -250,6 +251,7 @@ def main() -> None:
     parser.add_argument("--server-workers", type=int, default=1, help="heimdall serve --workers")
     parser.add_argument("--job-nice", type=int, default=None, help="HEIMDALL_JOB_NICE of the worker")
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--results", action="store_true", help="also write the table into RESULTS.md")
     ns = parser.parse_args()
     import psycopg
 
@@ -263,9 +265,14 @@ def main() -> None:
         with psycopg.connect(ns.admin_url, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     width = max(len(k) for k, _ in rows)
-    print(f"| {'':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
-    for key, value in rows:
-        print(f"| {key:<{width}} | {value} |")
+    lines = [f"| {'':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]
+    lines += [f"| {key:<{width}} | {value} |" for key, value in rows]
+    text = "\n".join(lines)
+    print(text)
+    if ns.results:
+        command = " ".join(["services/training/benchmarks/service_load.py", *sys.argv[1:]])
+        title = "## Job service under load (the platform's bar: API answers < 100 ms)"
+        write_section("service-load", f"{title}\n\n`.venv/bin/python {command}`\n\n{text}")
 
 
 if __name__ == "__main__":

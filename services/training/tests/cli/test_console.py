@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from heimdall.cli import app
 from heimdall.cli.summary import km, verdict
+from heimdall.training.console import best_epoch, split_line, stop_line
 from heimdall.training.report import TrainReport
-from heimdall.training.runner import best_epoch, split_line, stop_line
 
 runner = CliRunner()
 HEAVY = ("torch", "mlflow", "pytorch_lightning", "onnx", "onnxruntime", "matplotlib")
@@ -148,3 +148,14 @@ def test_train_off_a_terminal_prints_plain_informative_lines(tmp_path: Path) -> 
     assert "test RMSE" in done.stdout and " km" in done.stdout
     assert "vs weighted centroid" in done.stdout and "registered" in done.stdout
     assert f"next: heimdall evaluate --model {out_dir} --split test" in done.stdout
+
+
+def test_loading_lines_say_the_progress_every_tenth_and_the_end() -> None:
+    from heimdall.training.console import loading_lines
+
+    said: list[str] = []
+    report = loading_lines(said.append)
+    for done in range(95):
+        report(done, 95)
+    assert said[0] == "loading sessions: 1/95" and said[-1] == "loading sessions: 95/95"
+    assert len(said) == 12 and "loading sessions: 10/95" in said  # the first, every 9th, the last

@@ -51,3 +51,32 @@ def test_an_unknown_carrier_stays_nan(arrays: SessionArrays) -> None:
     np.testing.assert_array_equal(np.isnan(got), np.isnan(freq[train]))
     none = arrays_frequencies(replace(arrays, frequency_hz=None), train)
     assert none.dtype == np.float32 and none.shape == train.shape and np.isnan(none).all()
+
+
+def test_a_large_split_is_read_and_standardised_per_batch(
+    sim_services, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """From the disk-backed row file, batch by batch: the same batches as the in-memory arrays give."""
+    import heimdall.data.dataset as dataset_module
+    from heimdall.data.dataset import StandardisedRows
+    from heimdall.data.row_file import RowFile
+
+    def load(store_root):  # type: ignore[no-untyped-def]
+        return load_session_arrays(
+            sim_services.db,
+            sim_services.store,
+            ["sim:nw-italy-v1"],
+            FeatureConfig(),
+            sim_services.settings.data_dir,
+            store_root=store_root,
+        )
+
+    in_memory, on_disk = load(None), load(tmp_path / "arrays")
+    assert isinstance(on_disk.spectrogram, RowFile) and not isinstance(in_memory.spectrogram, RowFile)
+    eager = HeimdallDataModule(in_memory, batch_size=8, seed=0)
+    monkeypatch.setattr(dataset_module, "IN_MEMORY_SPECTROGRAM_BYTES", 0)
+    lazy = HeimdallDataModule(on_disk, batch_size=8, seed=0)
+    assert isinstance(lazy.datasets["train"].spectrogram, StandardisedRows)
+    for a, b in zip(eager.train_dataloader(), lazy.train_dataloader(), strict=True):
+        for x, y in zip(a, b, strict=True):
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)

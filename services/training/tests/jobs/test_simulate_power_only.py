@@ -35,7 +35,9 @@ def test_rows_without_iq_next_to_the_iq_run_of_the_seed(tmp_path: Path) -> None:
     for a, b in zip(with_iq, rows, strict=True):  # the same draws, ordered by start time
         assert (a.source.latitude, a.source.longitude) == (b.source.latitude, b.source.longitude)
         assert all(m.iq_bucket_key is None and m.iq_samples_count is None for m in b.measurements)
-        assert [m.signal_strength_db for m in a.measurements] == [m.signal_strength_db for m in b.measurements]
+        assert [m.signal_strength_db for m in a.measurements] == [
+            m.signal_strength_db for m in b.measurements
+        ]
         assert all(m.snr_db is not None and math.isfinite(m.snr_db) for m in b.measurements)
     before = {p for p in (tmp_path / "hd" / "objects").rglob("*") if p.is_file()}
     again = simulate(_request(power_only=True), settings)

@@ -145,7 +145,7 @@ def _hold_exclusive_lock(path, seconds: float):
 
 
 def test_first_open_waits_out_a_busy_file(tmp_path) -> None:
-    """SQLITE_BUSY past the busy timeout (here another process converting or cleaning up the file) is retried."""
+    """SQLITE_BUSY past the busy timeout (another opener converting or cleaning up the file) is retried."""
     path = tmp_path / "h.db"
     timer = _hold_exclusive_lock(path, 0.6)
     started = time.monotonic()

@@ -82,5 +82,7 @@ def test_predict_arrays_keeps_to_a_localisers_max_batch() -> None:
             return torch.zeros(b, 2), torch.eye(2).expand(b, 2, 2)
 
     net = Recorder()
-    pos, cov = predict_arrays(net, torch.zeros(10, 1), torch.zeros(10, 3, 4), torch.ones(10, 3), torch.zeros(10))
+    pos, cov = predict_arrays(
+        net, torch.zeros(10, 1), torch.zeros(10, 3, 4), torch.ones(10, 3), torch.zeros(10)
+    )
     assert net.sizes == [4, 4, 2] and pos.shape == (10, 2) and cov.shape == (10, 2, 2)

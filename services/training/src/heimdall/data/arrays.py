@@ -13,13 +13,18 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from heimdall.data.array_store import building, content_fingerprint, open_arrays, save_arrays, store_folder
 from heimdall.data.feature_cache import CachedFeatures, FeatureCache
 from heimdall.data.network import ReceiverNetwork
+from heimdall.data.row_file import RowFile
+from heimdall.data.spectrograms import Spectrograms, features_for
 from heimdall.data.splits import (
     DEFAULT_SITE_RADIUS_M,
     SPLIT_STRATEGIES,
@@ -27,10 +32,9 @@ from heimdall.data.splits import (
     limit_train,
     split_sessions,
 )
-from heimdall.features import SCALAR_NAMES, FeatureConfig, extract_features_batch
+from heimdall.features import SCALAR_NAMES, FeatureConfig
 from heimdall.simulate.scenario import Scenario
 from heimdall.storage.database import Database
-from heimdall.storage.iq import load_iq
 from heimdall.storage.objectstore import ObjectNotFoundError, ObjectStore
 from heimdall.storage.queries import StoredSession, dataset_labels, list_sessions
 from heimdall.storage.scenarios import StoredTruth, load_scenarios, read_simulation_truth
@@ -38,6 +42,7 @@ from heimdall.storage.scenarios import StoredTruth, load_scenarios, read_simulat
 log = logging.getLogger("heimdall.data")
 
 N_SCALARS = len(SCALAR_NAMES)
+FETCH_WORKERS = 8  # IQ objects read (S3 round trips) and turned into features at once
 HEARD = SCALAR_NAMES.index("heard")
 # Appended to the scalars of power-only data with moving receivers (see SessionArrays).
 MOVING_SCALAR_NAMES = ("receiver_offset_east_km", "receiver_offset_north_km")
@@ -65,7 +70,7 @@ class SessionArrays:
 
     session_ids: list[uuid.UUID]
     splits: np.ndarray  # (N,) "train" | "val" | "test"
-    spectrogram: np.ndarray  # (N, R, C, F) float32 log-mel dB; (N, R, 0, 0) for power-only data
+    spectrogram: np.ndarray | RowFile  # (N, R, C, F) float32 log-mel dB; (N, R, 0, 0) for power-only data
     scalars: np.ndarray  # (N, R, S) float32: SCALAR_NAMES (+ MOVING_SCALAR_NAMES when S = 6), NaN = unknown
     mask: np.ndarray  # (N, R) bool: the receiver has a usable measurement
     target_enu_m: np.ndarray  # (N, 2) float64, metres in network.frame
@@ -102,11 +107,13 @@ class SessionArrays:
 
     def subset(self, sel: np.ndarray, splits: np.ndarray) -> SessionArrays:
         """The sessions `sel` (indices) with new split names; every per-session field is sliced."""
-        per_session = {
-            f.name: getattr(self, f.name)[sel]
-            for f in fields(self)
-            if isinstance(getattr(self, f.name), np.ndarray) and f.name != "splits"
-        }
+        per_session: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray) and f.name != "splits":
+                per_session[f.name] = value[sel]
+            elif isinstance(value, RowFile):  # a view of the same file: nothing is read
+                per_session[f.name] = value.take(sel)
         return replace(
             self,
             session_ids=[self.session_ids[i] for i in sel],
@@ -116,37 +123,6 @@ class SessionArrays:
 
     def counts(self) -> dict[str, int]:
         return {s: int((self.splits == s).sum()) for s in ("train", "val", "test")}
-
-
-def _features_for(
-    session: StoredSession, store: ObjectStore, cache: FeatureCache, config: FeatureConfig, variant: str
-) -> CachedFeatures | None:
-    """Features of a session's IQ rows, from the cache or computed (and cached); None if no IQ."""
-    rows = [m for m in session.measurements if m.iq_bucket_key is not None]
-    if not rows:
-        return None
-    ids = [m.station_id for m in rows]
-    cached = cache.load(session.id, ids, variant)
-    if cached is not None:
-        return cached
-    counts = {m.iq_samples_count for m in rows}
-    if len(counts) != 1:
-        raise DatasetError(f"session {session.id}: receivers recorded different lengths {sorted(counts)}")
-    iq = np.stack(
-        [
-            load_iq(
-                store,
-                *m.iq_bucket_key,
-                m.iq_samples_count,
-                context=f"session {session.id}, station {m.station_id}",
-            )  # type: ignore[misc]
-            for m in rows
-        ]
-    )
-    log_mel, _, scalars = extract_features_batch(iq, config)
-    feats = CachedFeatures(np.asarray(ids, np.int64), log_mel.astype(np.float32), scalars.astype(np.float32))
-    cache.save(session.id, feats, variant)
-    return feats
 
 
 def _receiver_offsets_km(
@@ -177,6 +153,7 @@ def load_session_arrays(
     val_datasets: Sequence[str] = (),
     site_radius_m: float = DEFAULT_SITE_RADIUS_M,
     split_warnings: bool = True,
+    store_root: Path | None = None,
 ) -> SessionArrays:
     """Load approved sessions of `datasets` into arrays; `network` fixes the receiver order if given.
 
@@ -186,9 +163,64 @@ def load_session_arrays(
     `test_datasets` / `val_datasets` hold whole labels out as the test / validation split; sessions of
     one transmitter site (same known source, or truths within `site_radius_m`) share a split;
     `max_train` keeps a nested, deterministic subset of the training sessions (the others: "unused").
+
+    `store_root` keeps the result for a warm start (:mod:`heimdall.data.array_store`): the next load of
+    the same input over the same stored content reads it back memory-mapped instead of the database.
     """
     if split not in SPLIT_STRATEGIES:
         raise DatasetError(f"unknown split {split!r}; choose one of {list(SPLIT_STRATEGIES)}")
+    options = {
+        "datasets": list(datasets),
+        "features": feature_config.config_hash(),
+        "max_sessions": max_sessions,
+        "min_receivers": min_receivers,
+        "network": network.to_dict() if network is not None else None,
+        "split": split,
+        "test_datasets": list(test_datasets),
+        "val_fraction": val_fraction,
+        "max_train": max_train,
+        "val_datasets": list(val_datasets),
+        "site_radius_m": site_radius_m,
+    }
+
+    def cold(spill: Path | None) -> SessionArrays:
+        return _from_database(
+            db, store, datasets, feature_config, cache_root, max_sessions, min_receivers, network, progress,
+            split, test_datasets, val_fraction, max_train, val_datasets, site_radius_m, split_warnings, spill,
+        )  # fmt: skip
+
+    if store_root is None:
+        return cold(None)
+    folder, fingerprint = store_folder(store_root, options), content_fingerprint(db, datasets)
+    stored = open_arrays(folder, fingerprint, db)
+    if stored is not None:
+        log.info("warm start: the arrays of this input are read from %s", folder)
+        return SessionArrays(**stored)
+    with building(folder) as tmp:  # the spectrograms are written there session by session
+        return save_arrays(tmp, folder, fingerprint, cold(tmp))
+
+
+def _from_database(
+    db: Database,
+    store: ObjectStore,
+    datasets: Sequence[str],
+    feature_config: FeatureConfig,
+    cache_root: Path,
+    max_sessions: int | None,
+    min_receivers: int,
+    network: ReceiverNetwork | None,
+    progress: Callable[[int, int], None] | None,
+    split: str,
+    test_datasets: Sequence[str],
+    val_fraction: float,
+    max_train: int | None,
+    val_datasets: Sequence[str],
+    site_radius_m: float,
+    split_warnings: bool,
+    spill: Path | None,
+) -> SessionArrays:
+    """:func:`load_session_arrays` from the database and the object store (the cold path); with
+    ``spill`` (a folder) the spectrograms go to a :class:`RowFile` there instead of memory."""
     sessions = list_sessions(db, datasets, "approved", limit=max_sessions)
     if not sessions:
         available = dataset_labels(db)
@@ -209,70 +241,85 @@ def load_session_arrays(
         broken.append(exc)
         log.warning("skipped session %s (%s): %s", s.id, reason, exc)
 
-    keep: list[tuple[StoredSession, CachedFeatures | None]] = []
-    for i, s in enumerate(sessions):
-        if progress is not None:
-            progress(i, len(sessions))
-        if s.source is None:
-            skipped["no_known_source"] += 1
-            continue
+    for s in sessions:
         unknown = sorted({m.station_id for m in s.measurements} - set(index))
         if unknown:
             raise DatasetError(f"session {s.id}: station id(s) {unknown} are not receivers of this model")
+
+    def features(s: StoredSession) -> tuple[CachedFeatures | None, Exception | None]:
         try:
             variant = truth[s.id].scenario_sha256 if s.id in truth else ""
-            feats = _features_for(s, store, cache, feature_config, variant)
+            return features_for(s, store, cache, feature_config, variant), None
         except (ObjectNotFoundError, ValueError) as exc:  # IQDataError, DatasetError, shorter than n_fft
-            skip(s, BAD_IQ, exc)
-            continue
-        keep.append((s, feats))
-    has_spec = any(f is not None for _, f in keep)
-    n_bands, n_frames = 0, 0
-    if has_spec:
-        first = next(f for _, f in keep if f is not None)
-        n_bands, n_frames = first.log_mel.shape[1:]
-    n, r = len(keep), network.size
-    spec = np.zeros((n, r, n_bands, n_frames), np.float32)
-    scal = np.full((n, r, N_SCALARS), np.nan, np.float32)
-    mask = np.zeros((n, r), bool)
+            return None, exc
+
+    with_source = [s for s in sessions if s.source is not None]
+    if len(with_source) < len(sessions):
+        skipped["no_known_source"] += len(sessions) - len(with_source)
+    bound, r = len(with_source), network.size  # arrays are sized for every session, cut to the kept ones
+    spec: Spectrograms | None = None  # created by the first session with features (fixes their shape)
+    scal = np.full((bound, r, N_SCALARS), np.nan, np.float32)
+    mask = np.zeros((bound, r), bool)
     moved: list[tuple[int, int, float, float]] = []  # (session, receiver, lat, lon) of moving receivers
-    target_latlon = np.zeros((n, 2))
-    sigma = np.zeros(n)
-    row_power = np.full((n, r), np.nan)
-    row_snr = np.full((n, r), np.nan)
-    freq = np.full(n, np.nan)
-    bad = np.zeros(n, bool)  # sessions skipped below for their features
-    for i, (s, feats) in enumerate(keep):
-        for m in s.measurements:
-            k = index[m.station_id]
-            row_power[i, k] = np.nan if m.signal_strength_db is None else m.signal_strength_db
-            row_snr[i, k] = np.nan if m.snr_db is None else m.snr_db
-            freq[i] = m.frequency_hz
-            row = feats.row(m.station_id) if feats is not None else None
-            if row is not None:
-                if row[0].shape != (n_bands, n_frames):
-                    msg = f"session {s.id}: station {m.station_id} has features {row[0].shape}"
-                    skip(s, BAD_SHAPE, DatasetError(f"{msg}, the other sessions {(n_bands, n_frames)}"))
+    target_latlon = np.zeros((bound, 2))
+    sigma = np.zeros(bound)
+    row_power = np.full((bound, r), np.nan)
+    row_snr = np.full((bound, r), np.nan)
+    freq = np.full(bound, np.nan)
+    bad = np.zeros(bound, bool)  # sessions skipped below for their features
+    kept: list[StoredSession] = []
+    # IQ objects are fetched (and their features computed) FETCH_WORKERS at a time, in session order;
+    # each session's spectrograms go to `spec` at once, so they are never all held in memory
+    with ThreadPoolExecutor(FETCH_WORKERS) as pool:
+        for j, (s, (feats, exc)) in enumerate(zip(with_source, pool.map(features, with_source), strict=True)):
+            if progress is not None:
+                progress(j, len(with_source))
+            if exc is not None:
+                skip(s, BAD_IQ, exc)
+                continue
+            i = len(kept)
+            kept.append(s)
+            if feats is not None and spec is None:
+                spec = Spectrograms(bound, (r, *feats.log_mel.shape[1:]), spill)
+            block = spec.block() if spec is not None else None
+            for m in s.measurements:
+                k = index[m.station_id]
+                row_power[i, k] = np.nan if m.signal_strength_db is None else m.signal_strength_db
+                row_snr[i, k] = np.nan if m.snr_db is None else m.snr_db
+                freq[i] = m.frequency_hz
+                row = feats.row(m.station_id) if feats is not None else None
+                if row is not None and block is not None:
+                    if row[0].shape != block.shape[1:]:
+                        msg = f"session {s.id}: station {m.station_id} has features {row[0].shape}"
+                        skip(s, BAD_SHAPE, DatasetError(f"{msg}, the other sessions {block.shape[1:]}"))
+                        bad[i] = True
+                        break
+                    block[k], scal[i, k] = row
+                elif m.signal_strength_db is not None:  # power-only row: what the row says
+                    snr = m.snr_db if m.snr_db is not None else np.nan
+                    scal[i, k] = (m.signal_strength_db, np.nan, snr, 1.0)
+                else:
+                    continue
+                mask[i, k] = True
+                if m.moving_receiver:
+                    moved.append((i, k, m.receiver_latitude, m.receiver_longitude))
+                finite = block is None or np.isfinite(block[k]).all()
+                if not finite or not np.isfinite(scal[i, k, 0]):
+                    msg = f"non-finite features for session {s.id}, station {m.station_id}"
+                    skip(s, NON_FINITE, DatasetError(msg))
                     bad[i] = True
                     break
-                spec[i, k], scal[i, k] = row
-            elif m.signal_strength_db is not None:  # power-only row: what the row says
-                scal[i, k] = (m.signal_strength_db, np.nan, m.snr_db if m.snr_db is not None else np.nan, 1.0)
-            else:
+            if bad[i]:
+                mask[i] = False
                 continue
-            mask[i, k] = True
-            if m.moving_receiver:
-                moved.append((i, k, m.receiver_latitude, m.receiver_longitude))
-            if not np.isfinite(spec[i, k]).all() or not np.isfinite(scal[i, k, 0]):
-                msg = f"non-finite features for session {s.id}, station {m.station_id}"
-                skip(s, NON_FINITE, DatasetError(msg))
-                bad[i] = True
-                break
-        if bad[i]:
-            mask[i] = False
-            continue
-        target_latlon[i] = (s.source.latitude, s.source.longitude)  # type: ignore[union-attr]
-        sigma[i] = s.source.error_margin_meters or 0.0  # type: ignore[union-attr]
+            if spec is not None and block is not None:
+                spec.put(i, block)
+            target_latlon[i] = (s.source.latitude, s.source.longitude)  # type: ignore[union-attr]
+            sigma[i] = s.source.error_margin_meters or 0.0  # type: ignore[union-attr]
+    n = len(kept)
+    has_spec = spec is not None
+    scal, mask, target_latlon, sigma = scal[:n], mask[:n], target_latlon[:n], sigma[:n]
+    row_power, row_snr, freq, bad = row_power[:n], row_snr[:n], freq[:n], bad[:n]
     receiver_enu = np.broadcast_to(network.positions_enu_m(), (n, r, 2)).copy()
     if moved:
         offsets_km = _receiver_offsets_km(network, mask, moved)
@@ -291,10 +338,10 @@ def load_session_arrays(
             f"none of the {len(sessions)} approved sessions of {list(datasets)} has ≥ {min_receivers} usable "
             f"receivers (skipped: {dict(skipped)})"
         )
-    ids = [keep[i][0].id for i in sel]
+    ids = [kept[i].id for i in sel]
     try:
         splits = split_sessions(
-            [keep[i][0] for i in sel],
+            [kept[i] for i in sel],
             split,
             test_datasets,
             val_fraction,
@@ -311,7 +358,7 @@ def load_session_arrays(
     return SessionArrays(
         session_ids=ids,
         splits=splits,
-        spectrogram=spec[sel],
+        spectrogram=spec.take(sel) if spec is not None else np.zeros((sel.size, r, 0, 0), np.float32),
         scalars=scal[sel],
         mask=mask[sel],
         target_enu_m=enu,
@@ -325,7 +372,7 @@ def load_session_arrays(
         row_snr_db=row_snr[sel],
         frequency_hz=freq[sel],
         receiver_enu_m=receiver_enu[sel],
-        session_datasets=np.array([keep[i][0].dataset for i in sel], dtype=object),
+        session_datasets=np.array([kept[i].dataset for i in sel], dtype=object),
         **_simulation_fields(db, [truth.get(i) for i in ids], index),
     )
 

@@ -22,21 +22,53 @@ from heimdall.storage.objectstore import ObjectStore
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
+IN_MEMORY_SPECTROGRAM_BYTES = 128 * 2**20  # a split's spectrograms above this are standardised per batch
+
+
+class StandardisedRows:
+    """The standardised spectrograms of some sessions of a (possibly memory-mapped) array, per request.
+
+    Indexing (an int, a slice, a list or tensor of positions) reads those sessions' rows and returns
+    them standardised as a float32 tensor, so a split's spectrograms are never copied whole into memory.
+    """
+
+    def __init__(self, spectrogram: np.ndarray, rows: np.ndarray, mask: np.ndarray, stats: NormStats) -> None:
+        self.source, self.rows, self.mask, self.stats = spectrogram, rows, mask, stats
+        self.shape = (rows.size, *spectrogram.shape[1:])
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, i: int | slice | list[int] | torch.Tensor) -> torch.Tensor:
+        pick = self.rows[i.numpy() if isinstance(i, torch.Tensor) else i]
+        rows = np.atleast_1d(pick)
+        out = self.stats.apply_spectrogram(np.asarray(self.source[rows]), self.mask[rows])
+        return torch.from_numpy(out if np.ndim(pick) else out[0])
+
+
 class HeimdallDataset(Dataset[Batch]):
     """Sessions of one split as tensors: (spectrogram, scalars, mask, frequency_hz, target_enu_m,
     target_sigma_m).
 
-    Features are standardised once at construction with training-split statistics, so items are
-    plain tensor slices and every epoch after loading touches no IQ at all. ``frequency_hz`` is the
-    session's carrier in Hz (NaN = unknown: the network then reads its training median carrier).
+    Features are standardised with training-split statistics: the scalars once at construction, the
+    spectrograms too when they are small, else per batch (:class:`StandardisedRows`, read from the
+    disk-backed row file: memory does not grow with the data set). Every epoch after loading touches no
+    IQ at all. ``frequency_hz`` is the session's carrier in Hz (NaN = unknown: the network then reads
+    its training median carrier).
     """
 
     def __init__(self, arrays: SessionArrays, split: str, stats: NormStats) -> None:
         idx = arrays.indices(split)
-        spec, scal = stats.apply(arrays.spectrogram[idx], arrays.scalars[idx], arrays.mask[idx])
+        source = arrays.spectrogram
+        lazy = source[:1].nbytes * idx.size > IN_MEMORY_SPECTROGRAM_BYTES  # a RowFile reads small ones whole
         self.split = split
         self.session_ids = [arrays.session_ids[i] for i in idx]
-        self.spectrogram = torch.from_numpy(spec)
+        scal = stats.apply_scalars(arrays.scalars[idx], arrays.mask[idx])
+        self.spectrogram: torch.Tensor | StandardisedRows = (
+            StandardisedRows(source, idx, arrays.mask, stats)
+            if lazy
+            else torch.from_numpy(stats.apply_spectrogram(source[idx], arrays.mask[idx]))
+        )
         self.scalars = torch.from_numpy(scal)
         self.mask = torch.from_numpy(arrays.mask[idx])
         self.frequency_hz = torch.from_numpy(arrays_frequencies(arrays, idx))
@@ -58,7 +90,7 @@ class HeimdallDataset(Dataset[Batch]):
         arrays = load_session_arrays(db, store, datasets, feature_config or FeatureConfig(), cache_root)
         if stats is None:
             train = arrays.indices("train")
-            stats = NormStats.fit(arrays.spectrogram[train], arrays.scalars[train], arrays.mask[train])
+            stats = NormStats.fit(arrays.spectrogram, arrays.scalars, arrays.mask, train)
         return cls(arrays, split, stats)
 
     def __len__(self) -> int:
@@ -88,7 +120,7 @@ class HeimdallDataModule(pl.LightningDataModule):
         train = arrays.indices("train")
         if train.size == 0:
             raise DataError("the training split is empty: simulate or import more approved sessions")
-        self.stats = NormStats.fit(arrays.spectrogram[train], arrays.scalars[train], arrays.mask[train])
+        self.stats = NormStats.fit(arrays.spectrogram, arrays.scalars, arrays.mask, train)
         self.datasets = {s: HeimdallDataset(arrays, s, self.stats) for s in ("train", "val", "test")}
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader[Any]:

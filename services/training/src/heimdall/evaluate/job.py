@@ -166,6 +166,7 @@ def evaluate(
         services.settings.data_dir / "feature-cache",
         network=network,
         split_warnings=False,  # the recorded split replaces this one
+        store_root=services.settings.data_dir / "array-store",
     )
     arrays = apply_split_override(arrays, recorded)
     idx, val, train = arrays.indices(split), arrays.indices("val"), arrays.indices("train")

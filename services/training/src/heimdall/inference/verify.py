@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,7 +23,29 @@ from heimdall.inference.contract import OUTPUT_NAMES, TRUST_OUTPUT
 from heimdall.inference.graph import InferenceGraph
 from heimdall.inference.localizer import ort_session
 
-__all__ = ["measure_latency", "onnx_parity", "parity_with_reference"]
+__all__ = ["InputChunks", "measure_latency", "onnx_parity", "parity_with_reference"]
+
+
+class InputChunks(Protocol):
+    """Inputs of ``n`` sessions built chunk by chunk (e.g. IQ read from the store: a whole test split of
+    IQ would not fit the memory a run may use)."""
+
+    n: int
+
+    def chunk(self, start: int, stop: int) -> Sequence[Tensor | ArrayLike]: ...
+
+
+class _WholeInputs:
+    def __init__(self, arrays: Sequence[Tensor | ArrayLike]) -> None:
+        self.arrays = [_as_f32(x) for x in arrays]
+        self.n = self.arrays[0].shape[0]
+
+    def chunk(self, start: int, stop: int) -> Sequence[Tensor | ArrayLike]:
+        return [a[start:stop] for a in self.arrays]
+
+
+def _chunks(inputs: Sequence[Tensor | ArrayLike] | InputChunks) -> InputChunks:
+    return inputs if hasattr(inputs, "chunk") else _WholeInputs(inputs)  # type: ignore[arg-type,return-value]
 
 
 def _as_f32(x: Tensor | ArrayLike) -> NDArray[np.float32]:
@@ -51,7 +74,7 @@ PARITY_CHUNK = 64
 
 def parity_with_reference(
     path: Path,
-    inputs: Sequence[Tensor | ArrayLike],
+    inputs: Sequence[Tensor | ArrayLike] | InputChunks,
     ref_position: ArrayLike,
     ref_covariance: ArrayLike,
     chunk_size: int = PARITY_CHUNK,
@@ -63,17 +86,17 @@ def parity_with_reference(
     """
     session = ort_session(path)
     names = [i.name for i in session.get_inputs()]
-    arrays = [_as_f32(x) for x in inputs]
+    source = _chunks(inputs)
     ref_pos = np.asarray(ref_position, np.float64)
     ref_cov = np.asarray(ref_covariance, np.float64)
-    if len(arrays) != len(names):
-        raise ValueError(f"the model takes inputs {names}, got {len(arrays)} arrays")
-    n = arrays[0].shape[0]
+    n = source.n
     if ref_pos.shape != (n, 2) or ref_cov.shape != (n, 2, 2):
         raise ValueError(f"reference shapes {ref_pos.shape}, {ref_cov.shape} do not fit {n} sessions")
     dists, rels = [], []
     for start in range(0, n, chunk_size):
-        chunk = [a[start : start + chunk_size] for a in arrays]
+        chunk = [_as_f32(a) for a in source.chunk(start, start + chunk_size)]
+        if len(chunk) != len(names):
+            raise ValueError(f"the model takes inputs {names}, got {len(chunk)} arrays")
         pos, cov = session.run(list(OUTPUT_NAMES[:2]), dict(zip(names, chunk, strict=True)))
         end = start + len(chunk[0])
         dist, rel = _differences(pos, cov, ref_pos[start:end], ref_cov[start:end])
@@ -92,7 +115,7 @@ def parity_with_reference(
 def onnx_parity(
     path: Path,
     graph: InferenceGraph,
-    inputs: Sequence[Tensor | ArrayLike],
+    inputs: Sequence[Tensor | ArrayLike] | InputChunks,
     chunk_size: int = PARITY_CHUNK,
 ) -> dict[str, float]:
     """Run ONNX Runtime and PyTorch on the same inputs (e.g. a whole test split, in chunks).
@@ -107,14 +130,14 @@ def onnx_parity(
     names = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     has_trust = TRUST_OUTPUT in outputs
-    arrays = [_as_f32(x) for x in inputs]
-    if len(arrays) != len(names):
-        raise ValueError(f"the model takes inputs {names}, got {len(arrays)} arrays")
-    n = arrays[0].shape[0]
+    source = _chunks(inputs)
+    n = source.n
     max_pos = max_cov = max_trust = 0.0
     graph.eval()
     for start in range(0, n, chunk_size):
-        chunk = [a[start : start + chunk_size] for a in arrays]
+        chunk = [_as_f32(a) for a in source.chunk(start, start + chunk_size)]
+        if len(chunk) != len(names):
+            raise ValueError(f"the model takes inputs {names}, got {len(chunk)} arrays")
         got = session.run(list(OUTPUT_NAMES[: 3 if has_trust else 2]), dict(zip(names, chunk, strict=True)))
         with torch.no_grad():
             want = [t.double().numpy() for t in graph(*(torch.from_numpy(c) for c in chunk))]

@@ -28,7 +28,7 @@ from heimdall.training.runner import TrainResult, resume_checkpoint, run_trainin
 
 
 class TrainRequest(TrainOptions):
-    """The options of ``heimdall train``: the shared :class:`TrainOptions` and what only a local caller sets."""
+    """The options of ``heimdall train``: the shared :class:`TrainOptions` and the local-only ones."""
 
     output_dir: Path | None = None
     config: Path | None = None

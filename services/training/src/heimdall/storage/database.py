@@ -198,7 +198,9 @@ def open_database(
                 time.sleep(SQLITE_BUSY_RETRY_S)
                 continue
             engine.dispose()
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
+            reason = (
+                str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
+            )
             raise DatabaseError(f"cannot use database {redact_url(url)}: {redact_text(reason)}") from None
     return Database(url, engine, sessionmaker(engine, expire_on_commit=False))
 

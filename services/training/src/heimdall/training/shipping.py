@@ -177,6 +177,26 @@ def _raw_inputs(
     return torch.from_numpy(x), torch.from_numpy(mask), torch.from_numpy(frequency)
 
 
+class _TestInputs:
+    """The test split's raw inputs built chunk by chunk (:class:`heimdall.inference.verify.InputChunks`):
+    its IQ is read from the store per chunk, never all at once."""
+
+    def __init__(
+        self,
+        services: Services,
+        arrays: SessionArrays,
+        indices: np.ndarray,
+        from_iq: bool,
+        feature_config: FeatureConfig,
+    ) -> None:
+        self.services, self.arrays, self.indices = services, arrays, indices
+        self.from_iq, self.feature_config, self.n = from_iq, feature_config, int(indices.size)
+
+    def chunk(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        rows = self.indices[start:stop]
+        return _raw_inputs(self.services, self.arrays, rows, self.from_iq, self.feature_config)
+
+
 def _export(
     config: TrainConfig,
     services: Services,
@@ -193,8 +213,8 @@ def _export(
     feature_config = config.features.to_feature_config()
     scale = float(calibration["covariance_scale"])
     graph = InferenceGraph(net, dm.stats, feature_config, from_iq=from_iq, covariance_scale=scale).eval()
-    inputs = _raw_inputs(services, arrays, arrays.indices("test"), from_iq, feature_config)
-    example = tuple(t[:2] if t.shape[0] >= 2 else torch.cat([t, t]) for t in inputs)
+    inputs = _TestInputs(services, arrays, arrays.indices("test"), from_iq, feature_config)
+    example = tuple(t if t.shape[0] >= 2 else torch.cat([t, t]) for t in inputs.chunk(0, 2))
     metadata = model_metadata(
         arrays.network,
         feature_config,
@@ -216,7 +236,7 @@ def _export(
         )
     if vs_torch["max_trust_diff"] > 0.5:  # float32 rounding flipped a set-aside decision somewhere
         log.warning("ONNX Runtime sets a different receiver aside than the torch graph on the test split")
-    latency = measure_latency(path, tuple(t[:1] for t in inputs))
+    latency = measure_latency(path, tuple(inputs.chunk(0, 1)))
     key = upload_model(services.store, services.settings.models_bucket, model_id, path)
     return {
         "path": str(path),
