@@ -55,10 +55,17 @@ def run_measured(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 
 def measure_size(
-    n: int, kind: str, work: Path, workers: int, scenario: str = SCENARIO
+    n: int,
+    kind: str,
+    work: Path,
+    workers: int,
+    scenario: str = SCENARIO,
+    localizer: str | None = None,
+    oracle: bool = True,
 ) -> dict[str, tuple[float, float]]:
     """Every stage's (seconds, peak MiB) for ``n`` sessions of ``kind`` in a fresh store under ``work``."""
-    data = work / f"{kind}-{n}"
+    variant = (f"-{localizer}" if localizer else "") + ("" if oracle else "-no-oracle")
+    data = work / f"{kind}-{n}{variant}"
     shutil.rmtree(data, ignore_errors=True)
     env = {**os.environ, "HEIMDALL_DATA_DIR": str(data)}
     power = kind == "power"
@@ -69,6 +76,7 @@ def measure_size(
     reports = []
     for run in ("cold", "warm"):
         train = [*HEIMDALL, "train", "--dataset", label, "--epochs", "1", "--no-tracking", "--no-progress"]
+        train += ["--localizer", localizer] if localizer is not None else []
         wall, peak = run_measured([*train, "--output-dir", str(data / f"run-{run}")], env)
         reports.append((wall, peak, json.loads((data / f"run-{run}" / "report.json").read_text())))
     (wall, peak, cold), (_, peak_w, warm) = reports
@@ -77,7 +85,10 @@ def measure_size(
     out["one epoch"] = (cold["timing"]["fit_seconds"], peak)
     out["train (whole command)"] = (wall, peak)
     evaluate = [*HEIMDALL, "evaluate", "--model", str(data / "run-cold"), "--split", "test", "--no-outage"]
-    out["evaluate (baselines + oracle)"] = run_measured([*evaluate, "--output-dir", str(data / "eval")], env)
+    evaluate += [] if oracle else ["--no-oracle"]
+    out["evaluate (baselines + oracle)" if oracle else "evaluate (baselines)"] = run_measured(
+        [*evaluate, "--output-dir", str(data / "eval")], env
+    )
     return out
 
 
@@ -89,6 +100,10 @@ def exponent(sizes: list[int], values: list[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
 
 
+def _seconds(t: float) -> str:
+    return f"{t:.2f}" if t < 1 else f"{t:.1f}"
+
+
 def table(kind: str, figures: dict[int, dict[str, tuple[float, float]]]) -> str:
     sizes = sorted(figures)
     stages = list(figures[sizes[0]])
@@ -96,7 +111,7 @@ def table(kind: str, figures: dict[int, dict[str, tuple[float, float]]]) -> str:
     lines = [f"| {kind} sessions: stage | {head} | exponent (time) | exponent (memory) |"]
     lines.append("|---" * (1 + 2 * len(sizes) + 2) + "|")
     for stage in stages:
-        cells = " | ".join(f"{figures[n][stage][0]:.1f} | {figures[n][stage][1]:.0f}" for n in sizes)
+        cells = " | ".join(f"{_seconds(figures[n][stage][0])} | {figures[n][stage][1]:.0f}" for n in sizes)
         t_exp = exponent(sizes, [figures[n][stage][0] for n in sizes]) if len(sizes) > 1 else float("nan")
         m_exp = exponent(sizes, [figures[n][stage][1] for n in sizes]) if len(sizes) > 1 else float("nan")
         lines.append(f"| {stage} | {cells} | {t_exp:.2f} | {m_exp:.2f} |")
@@ -110,12 +125,18 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(__file__).resolve().parent / "out" / "cost-growth")
     ap.add_argument("--scenario", default=SCENARIO, help="shipped scenario name")
     ap.add_argument("--workers", type=int, default=2, help="heimdall simulate --workers")
+    ap.add_argument(
+        "--localizer", choices=("auto", "network", "radiomap"), default=None, help="heimdall train"
+    )
+    ap.add_argument("--no-oracle", action="store_true", help="evaluate without the Bayes oracle")
     ap.add_argument("--json", type=Path, default=None, help="also write the raw figures here")
     ap.add_argument("--results", action="store_true", help="also write the table into RESULTS.md")
     args = ap.parse_args()
     figures: dict[int, dict[str, tuple[float, float]]] = {}
     for n in args.sizes:
-        figures[n] = measure_size(n, args.kind, args.work, args.workers, args.scenario)
+        figures[n] = measure_size(
+            n, args.kind, args.work, args.workers, args.scenario, args.localizer, not args.no_oracle
+        )
         print(f"{n} {args.kind} sessions: {json.dumps(figures[n])}", file=sys.stderr, flush=True)
     if args.json is not None:
         args.json.write_text(json.dumps({str(n): f for n, f in figures.items()}, indent=2))
@@ -124,8 +145,12 @@ def main() -> None:
     if args.results:
         command = " ".join(["services/training/benchmarks/cost_growth.py", *sys.argv[1:]])
         what = "power-only sessions (no IQ)" if args.kind == "power" else "sessions with IQ"
-        title = f"## Cost growth: {what}, {args.scenario}"
-        write_section(f"cost-growth-{args.kind}", f"{title}\n\n`.venv/bin/python {command}`\n\n{text}")
+        shipped = f", `--localizer {args.localizer}`" if args.localizer else ""
+        title = f"## Cost growth: {what}, {args.scenario}{shipped}{', no oracle' if args.no_oracle else ''}"
+        variant = (f"-{args.localizer}" if args.localizer else "") + ("-no-oracle" if args.no_oracle else "")
+        write_section(
+            f"cost-growth-{args.kind}{variant}", f"{title}\n\n`.venv/bin/python {command}`\n\n{text}"
+        )
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ Modelling notes (assumptions stated):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,8 +68,8 @@ from heimdall.evaluate.oracle_grid import (
     _grid,
     _lse,
     check_grid,
+    map_moments,
     map_sessions,
-    posterior_moments,
     refine_posterior,
 )
 from heimdall.simulate.propagation import MeasurementModel
@@ -315,11 +316,25 @@ def bayes_posterior(
     workers: int | None = None,
 ) -> list[GridPosterior]:
     """Per-session grid posteriors of the transmitter position (world frame ENU); see `bayes_oracle`."""
+    one, n = _per_session(model, band_index, signal_strength_db, snr_db, cell_m, refine, n_samples)
+    return map_sessions(one, n, workers)
+
+
+def _per_session(
+    model: MeasurementModel,
+    band_index: ArrayLike,
+    signal_strength_db: ArrayLike,
+    snr_db: ArrayLike,
+    cell_m: float,
+    refine: int,
+    n_samples: int | None,
+) -> tuple[Callable[[int], GridPosterior], int]:
+    """The posterior of session ``i`` as a function, and the number of sessions (inputs checked)."""
     check_grid(cell_m, refine)
     sessions = _prepare(model, band_index, signal_strength_db, snr_db, n_samples)
     grid = _grid(model, cell_m, int(refine))
     p_min, p_max = model.tx_power_dbm_min, model.tx_power_dbm_max
-    return map_sessions(lambda i: _session_posterior(grid, sessions[i], p_min, p_max), len(sessions), workers)
+    return (lambda i: _session_posterior(grid, sessions[i], p_min, p_max)), len(sessions)
 
 
 def bayes_oracle(
@@ -341,14 +356,5 @@ def bayes_oracle(
     ``refine`` × ``refine`` where the posterior lives; ``n_samples`` (IQ samples per recording) adds
     the tiny measured-power blur. Raises ValueError on mismatched shapes or receiver counts.
     """
-    posts = bayes_posterior(
-        model,
-        band_index,
-        signal_strength_db,
-        snr_db,
-        cell_m,
-        refine=refine,
-        n_samples=n_samples,
-        workers=workers,
-    )
-    return posterior_moments(posts)
+    one, n = _per_session(model, band_index, signal_strength_db, snr_db, cell_m, refine, n_samples)
+    return map_moments(one, n, workers)

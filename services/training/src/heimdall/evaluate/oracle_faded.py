@@ -34,6 +34,7 @@ and fd·T, tabulated per receiver and session. Assumptions stated:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,8 +52,8 @@ from heimdall.evaluate.oracle_grid import (
     _grid,
     _lse,
     check_grid,
+    map_moments,
     map_sessions,
-    posterior_moments,
     refine_posterior,
 )
 from heimdall.simulate.propagation import MeasurementModel
@@ -246,6 +247,20 @@ def faded_bayes_posterior(
     workers: int | None = None,
 ) -> list[GridPosterior]:
     """Per-session grid posteriors (world frame ENU) under the un-normalised fading model."""
+    one, n = _per_session(model, band_index, signal_strength_db, snr_db, faded, cell_m, refine)
+    return map_sessions(one, n, workers)
+
+
+def _per_session(
+    model: MeasurementModel,
+    band_index: ArrayLike,
+    signal_strength_db: ArrayLike,
+    snr_db: ArrayLike,
+    faded: FadedSessions,
+    cell_m: float,
+    refine: int,
+) -> tuple[Callable[[int], GridPosterior], int]:
+    """The posterior of session ``i`` as a function, and the number of sessions (inputs checked)."""
     check_grid(cell_m, refine)
     rows = _validate(model, band_index, signal_strength_db, snr_db, faded)
     grid = _grid(model, cell_m, int(refine))
@@ -254,7 +269,7 @@ def faded_bayes_posterior(
     def one(i: int) -> GridPosterior:
         return _session_posterior(grid, _session(model, rows, i, power), power)
 
-    return map_sessions(one, rows.ss.shape[0], workers)
+    return one, rows.ss.shape[0]
 
 
 def faded_bayes_oracle(
@@ -269,7 +284,5 @@ def faded_bayes_oracle(
     workers: int | None = None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Posterior mean ``(N, 2)`` and covariance ``(N, 2, 2)`` (world frame ENU metres); see the notes."""
-    posts = faded_bayes_posterior(
-        model, band_index, signal_strength_db, snr_db, faded, cell_m, refine=refine, workers=workers
-    )
-    return posterior_moments(posts)
+    one, n = _per_session(model, band_index, signal_strength_db, snr_db, faded, cell_m, refine)
+    return map_moments(one, n, workers)

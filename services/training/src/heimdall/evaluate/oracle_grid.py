@@ -15,12 +15,15 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from heimdall.simulate.propagation import MeasurementModel
 from heimdall.simulate.world import Area, World
+
+T = TypeVar("T")
 
 MAX_CELL_M = 1000.0
 SCREEN_NATS = 30.0
@@ -148,7 +151,7 @@ def check_grid(cell_m: float, refine: int) -> None:
         raise ValueError(f"refine must be a positive integer, got {refine}")
 
 
-def map_sessions(one: Callable[[int], GridPosterior], n: int, workers: int | None) -> list[GridPosterior]:
+def map_sessions(one: Callable[[int], T], n: int, workers: int | None) -> list[T]:
     """``[one(0), …, one(n − 1)]``, spread over threads (results do not depend on their number)."""
     n_workers = min(n, workers if workers is not None else (os.cpu_count() or 1))
     if n_workers <= 1:
@@ -158,12 +161,21 @@ def map_sessions(one: Callable[[int], GridPosterior], n: int, workers: int | Non
         return list(pool.map(one, range(n)))
 
 
-def posterior_moments(posts: list[GridPosterior]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Each posterior's mean ``(N, 2)`` and covariance ``(N, 2, 2)``."""
-    mean = np.empty((len(posts), 2))
-    cov = np.empty((len(posts), 2, 2))
-    for i, p in enumerate(posts):
-        mean[i], cov[i] = p.mean_cov()
+def map_moments(
+    one: Callable[[int], GridPosterior], n: int, workers: int | None
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The moments of ``one(i)`` for every session, each posterior dropped once summarised: memory
+    stays that of a few grids, not of every evaluated session's (2.7 GB for 1,000 v2 sessions)."""
+    return _stack(map_sessions(lambda i: one(i).mean_cov(), n, workers))
+
+
+def _stack(
+    moments: list[tuple[NDArray[np.float64], NDArray[np.float64]]],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    mean = np.empty((len(moments), 2))
+    cov = np.empty((len(moments), 2, 2))
+    for i, (m, c) in enumerate(moments):
+        mean[i], cov[i] = m, c
     return mean, cov
 
 
