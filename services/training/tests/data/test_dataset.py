@@ -14,15 +14,21 @@ from heimdall.data.recordings import arrays_frequencies
 from heimdall.features import FeatureConfig
 
 
-@pytest.fixture(scope="module")
-def arrays(sim_services) -> SessionArrays:  # type: ignore[no-untyped-def]
+def _load(sim_services, store_root=None) -> SessionArrays:  # type: ignore[no-untyped-def]
+    """The simulated v1 sessions, in memory or (``store_root``) through the disk-backed array store."""
     return load_session_arrays(
         sim_services.db,
         sim_services.store,
         ["sim:nw-italy-v1"],
         FeatureConfig(),
         sim_services.settings.data_dir,
+        store_root=store_root,
     )
+
+
+@pytest.fixture(scope="module")
+def arrays(sim_services) -> SessionArrays:  # type: ignore[no-untyped-def]
+    return _load(sim_services)
 
 
 def test_batches_carry_the_sessions_carrier(arrays: SessionArrays) -> None:
@@ -61,17 +67,7 @@ def test_a_large_split_is_read_and_standardised_per_batch(
     from heimdall.data.dataset import StandardisedRows
     from heimdall.data.row_file import RowFile
 
-    def load(store_root):  # type: ignore[no-untyped-def]
-        return load_session_arrays(
-            sim_services.db,
-            sim_services.store,
-            ["sim:nw-italy-v1"],
-            FeatureConfig(),
-            sim_services.settings.data_dir,
-            store_root=store_root,
-        )
-
-    in_memory, on_disk = load(None), load(tmp_path / "arrays")
+    in_memory, on_disk = _load(sim_services), _load(sim_services, tmp_path / "arrays")
     assert isinstance(on_disk.spectrogram, RowFile) and not isinstance(in_memory.spectrogram, RowFile)
     eager = HeimdallDataModule(in_memory, batch_size=8, seed=0)
     monkeypatch.setattr(dataset_module, "IN_MEMORY_SPECTROGRAM_BYTES", 0)
